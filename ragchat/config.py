@@ -1,0 +1,126 @@
+"""Settings, built once (defaults < config file < RAGCHAT_* environment < flags) and passed
+down. Nothing else in ragchat reads os.environ."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ragchat.errors import ConfigError
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragchat"
+
+
+def _default_config_file(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ragchat" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that can be configured. Paths are absolute once loaded."""
+
+    index_dir: Path = Path("indexes")
+    cache_dir: Path = Path(".cache/ragchat")
+    allow_download: bool = False
+    # retrieval side
+    embedder: str = "minilm"
+    chunk_tokens: int = 160
+    chunk_overlap: int = 32
+    embed_batch_size: int = 32
+    retrieval: str = "hybrid"  # hybrid | dense | bm25
+    k: int = 5
+    # extraction
+    pdf_timeout_s: float = 60.0
+    fallback_extractor: bool = True
+    # generation side
+    model: str = "qwen0.5b"
+    backend: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda
+    max_new_tokens: int = 160
+    trust_remote_code: bool = False
+    threads: int = 0  # 0 = torch default
+    debug: bool = False
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, kind: Any, value: Any, origin: str) -> Any:
+    """Turn a config-file or environment value into the field's type."""
+    try:
+        if kind in (bool, "bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _BOOL_TRUE:
+                return True
+            if text in _BOOL_FALSE:
+                return False
+            raise ValueError(value)
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        if kind in (Path, "Path"):
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {name} = {value!r} is not a valid {kind}") from exc
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build Settings from defaults, the config file, RAGCHAT_* variables and `overrides`
+    (flags; None values are ignored). `env` defaults to os.environ."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {
+        "index_dir": Path("indexes"),
+        "cache_dir": _default_cache_dir(env),
+    }
+    types = {f.name: f.type for f in fields(Settings)}
+
+    path = config_file or Path(env.get("RAGCHAT_CONFIG") or _default_config_file(env))
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in types:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[name] = _coerce(name, types[name], value, str(path))
+
+    for name, kind in types.items():
+        var = "RAGCHAT_" + name.upper()
+        if var in env:
+            values[name] = _coerce(name, kind, env[var], var)
+
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, types[name], value, "--" + name.replace("_", "-"))
+
+    settings = Settings(**values)
+    return settings.replace(
+        index_dir=settings.index_dir.expanduser().resolve(),
+        cache_dir=settings.cache_dir.expanduser().resolve(),
+    )
