@@ -1,0 +1,72 @@
+"""Retrieval over one index: dense (FAISS), BM25, or both fused. `search`, `ask` and
+`eval` all come through here, so they share one default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ragchat.errors import UsageError
+from ragchat.records import Passage
+from ragchat.store import IndexStore
+
+if TYPE_CHECKING:
+    from ragchat.config import Settings
+    from ragchat.embedders import Embedder
+
+METHODS = ("hybrid", "dense", "bm25")
+# How many candidates each method hands to fusion, per result asked for.
+CANDIDATES_PER_RESULT = 4
+MIN_CANDIDATES = 30
+
+
+class Retriever:
+    """Searches one open index with the embedder it was built with."""
+
+    def __init__(self, store: IndexStore, embedder: Embedder, method: str = "hybrid") -> None:
+        if method not in METHODS:
+            raise UsageError(f"unknown retrieval method {method!r}; choose from {METHODS}")
+        self.store = store
+        self.embedder = embedder
+        self.method = method
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        """The `k` best passages for `query`, best first (score: higher is better)."""
+        query = query.strip()
+        if not query or k <= 0:
+            return []
+        n = max(k * CANDIDATES_PER_RESULT, MIN_CANDIDATES)
+        if self.method == "dense":
+            return self.store.passages(self._dense(query, k))
+        if self.method == "bm25":
+            return self.store.passages(self.store.lexical_index().search(query, k))
+        from ragchat.fusion import fuse
+
+        rankings = {
+            "dense": self._dense(query, n),
+            "bm25": self.store.lexical_index().search(query, n),
+        }
+        return self.store.passages(fuse(rankings, limit=k))
+
+    def _dense(self, query: str, n: int) -> list[tuple[int, float]]:
+        vector = self.embedder.embed([query], kind="query")[0]
+        return self.store.search_vectors(vector, n)
+
+    def warm_up(self) -> None:
+        """Load the derived indexes now (they are built lazily on first search)."""
+        self.store.vector_index()
+        if self.method != "dense":
+            self.store.lexical_index()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_retriever(
+    index_path: Path, settings: Settings, embedder_spec: str | None = None
+) -> Retriever:
+    """Open the index at `index_path` for searching with the embedder its manifest names."""
+    from ragchat.ingest import open_or_create
+
+    store, embedder = open_or_create(index_path, settings, embedder_spec, create=False)
+    return Retriever(store, embedder, settings.retrieval)
