@@ -1,0 +1,359 @@
+"""BM25 keyword index over chunk texts: the lexical half of hybrid retrieval.
+
+Scoring is Lucene's BM25 (the variant `bm25s` calls "lucene": idf = ln(1 + (N - df + 0.5) /
+(df + 0.5)), tf part = tf / (tf + k1 * (1 - b + b * dl / avgdl))), computed here with numpy
+over a term-major sparse matrix. We do not hand the corpus to `bm25s` itself because its
+tokenizer turns a Japanese sentence into one token, its ids are positions (ours are the
+store's primary keys), and its multi-file save cannot be replaced atomically; the test
+suite checks that our scores equal `bm25s`'s on the same tokens.
+
+The index lives in one file, `lexical.npz`, beside the FAISS index; it holds term
+frequencies (not weights), so a rebuild can reuse the postings of chunks it already has
+and only tokenize new ones (`build(..., reuse=old)`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import unicodedata
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ragchat.errors import IndexMismatchError, IndexNotFoundError
+
+FILE_NAME = "lexical.npz"
+FORMAT_VERSION = 1
+# Bump when tokenize() changes: an index built with other tokens must be rebuilt.
+TOKENIZER_VERSION = 1
+
+DEFAULT_K1 = 1.5
+DEFAULT_B = 0.75
+
+# Scripts written without spaces between words (Han, kana, Hangul, Thai, Lao, Myanmar,
+# Khmer): a run of them becomes overlapping character unigrams and bigrams, as Lucene's
+# CJK analyzer does, instead of one token per sentence.
+_NGRAM_RANGES = (
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1100-\u11ff"  # Hangul Jamo
+    "\u1780-\u17ff"  # Khmer
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3130-\u318f"  # Hangul compatibility Jamo
+    "\u31f0-\u31ff"  # Katakana phonetic extensions
+    "\u3400-\u4dbf"  # CJK extension A
+    "\u4e00-\u9fff"  # CJK unified ideographs
+    "\uac00-\ud7af"  # Hangul syllables
+    "\uf900-\ufaff"  # CJK compatibility ideographs
+    "\U00020000-\U0002ffff"  # CJK extensions B-F
+)
+# Combining marks that `\w` does not match but that sit inside words: Latin diacritics
+# left after NFKC, Hebrew and Arabic points, Indic vowel signs and viramas. Without them
+# "हिन्दी" splits into single consonants.
+_MARK_RANGES = (
+    "\u0300-\u036f"
+    "\u0591-\u05c7"
+    "\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed"
+    "\u0900-\u0963\u0966-\u0dff"  # Devanagari..Sinhala, without the danda punctuation
+    "\u0f00-\u0fff"  # Tibetan
+)
+_ASCII_WORD = re.compile(r"\w+")
+_TOKEN = re.compile(
+    rf"(?P<ngram>[{_NGRAM_RANGES}]+)|(?P<word>(?:[^\W{_NGRAM_RANGES}]|[{_MARK_RANGES}])+)"
+)
+
+
+@functools.cache
+def _english_stopwords() -> frozenset[str]:
+    """The 33 Lucene English stopwords, as shipped by bm25s."""
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def raw_tokens(text: str) -> list[str]:
+    """Lowercased words and CJK-style character n-grams of `text`, before stemming."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if text.isascii():
+        return _ASCII_WORD.findall(text)
+    tokens: list[str] = []
+    for match in _TOKEN.finditer(text):
+        run = match.group("ngram")
+        if run is None:
+            tokens.append(match.group("word"))
+            continue
+        tokens.extend(run)
+        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+    return tokens
+
+
+def _analyzer(stopwords: bool) -> Callable[[str], str | None]:
+    """Map one raw token to its index term (English Snowball stem), None for a stopword."""
+    import Stemmer  # PyStemmer
+
+    stem = Stemmer.Stemmer("english").stemWord
+    stop = _english_stopwords() if stopwords else frozenset()
+
+    def analyze(token: str) -> str | None:
+        return None if token in stop else stem(token)
+
+    return analyze
+
+
+def tokenize(text: str, stopwords: bool = True) -> list[str]:
+    """The index terms of `text`, in order: what search() matches on."""
+    analyze = _analyzer(stopwords)
+    return [term for term in map(analyze, raw_tokens(text)) if term is not None]
+
+
+class LexicalIndex:
+    """BM25 over a fixed set of chunks, addressed by the store's chunk ids."""
+
+    def __init__(
+        self,
+        chunk_ids: np.ndarray,
+        doc_lengths: np.ndarray,
+        vocab: list[str],
+        indptr: np.ndarray,
+        postings: np.ndarray,
+        tfs: np.ndarray,
+        *,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        stopwords: bool = True,
+    ) -> None:
+        """Wrap term-major postings: term t's chunks are postings[indptr[t]:indptr[t+1]]
+        (positions into chunk_ids), with term frequencies tfs. Use build() or load()."""
+        self.chunk_ids = chunk_ids.astype(np.int64, copy=False)
+        self.doc_lengths = doc_lengths.astype(np.int32, copy=False)
+        self.vocab = vocab
+        self.term_index = {term: i for i, term in enumerate(vocab)}
+        self.indptr = indptr.astype(np.int64, copy=False)
+        self.postings = postings.astype(np.int32, copy=False)
+        self.tfs = tfs.astype(np.int32, copy=False)
+        self.k1 = k1
+        self.b = b
+        self.stopwords = stopwords
+        self._analyze = _analyzer(stopwords)
+        self.weights = self._bm25_weights()
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    def _bm25_weights(self) -> np.ndarray:
+        """Per-posting BM25 weight, float32, aligned with self.postings."""
+        n = len(self.chunk_ids)
+        if n == 0 or len(self.postings) == 0:
+            return np.zeros(len(self.postings), dtype=np.float32)
+        df = np.diff(self.indptr).astype(np.float64)
+        idf = np.log1p((n - df + 0.5) / (df + 0.5))
+        avgdl = max(float(self.doc_lengths.mean()), 1e-9)
+        norm = self.k1 * (1.0 - self.b + self.b * self.doc_lengths / avgdl)
+        term_of_posting = np.repeat(np.arange(len(self.vocab)), np.diff(self.indptr))
+        tf = self.tfs.astype(np.float64)
+        weights = idf[term_of_posting] * tf / (tf + norm[self.postings])
+        return weights.astype(np.float32)
+
+    @classmethod
+    def build(
+        cls,
+        ids: Sequence[int],
+        texts: Sequence[str],
+        *,
+        reuse: LexicalIndex | None = None,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        stopwords: bool = True,
+    ) -> LexicalIndex:
+        """Index `texts` under the chunk `ids` (same length, ids unique).
+
+        With `reuse`, chunks whose id is already in that index take its postings instead of
+        being tokenized again: chunk ids must then name immutable texts (the store's
+        primary keys do). Chunks absent from `ids` are dropped.
+        """
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        chunk_ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        n = len(chunk_ids)
+        if len(np.unique(chunk_ids)) != n:
+            raise ValueError("chunk ids must be unique")
+        if reuse is not None and (reuse.stopwords != stopwords or len(reuse) == 0):
+            reuse = None
+
+        vocab: list[str] = list(reuse.vocab) if reuse is not None else []
+        term_index = dict(reuse.term_index) if reuse is not None else {}
+        analyze = _analyzer(stopwords)
+        # raw token -> term id, or -1 for a stopword; one stem call per distinct token
+        cache: dict[str, int] = {}
+
+        def term_id(token: str) -> int:
+            term = analyze(token)
+            if term is None:
+                return -1
+            found = term_index.get(term)
+            if found is None:
+                found = term_index[term] = len(vocab)
+                vocab.append(term)
+            return found
+
+        # (term, doc, tf) triplets taken over from `reuse`
+        old_terms = np.empty(0, np.int64)
+        old_docs = np.empty(0, np.int64)
+        old_tfs = np.empty(0, np.int64)
+        doc_lengths = np.zeros(n, dtype=np.int64)
+        to_tokenize = np.arange(n)
+        if reuse is not None:
+            old_pos = {int(c): i for i, c in enumerate(reuse.chunk_ids)}
+            new_of_old = np.full(len(reuse), -1, dtype=np.int64)
+            for new, chunk_id in enumerate(chunk_ids.tolist()):
+                old = old_pos.get(chunk_id)
+                if old is not None:
+                    new_of_old[old] = new
+            kept_old = np.flatnonzero(new_of_old >= 0)
+            doc_lengths[new_of_old[kept_old]] = reuse.doc_lengths[kept_old]
+            term_of_posting = np.repeat(np.arange(len(reuse.vocab)), np.diff(reuse.indptr))
+            keep = new_of_old[reuse.postings] >= 0
+            old_terms = term_of_posting[keep]
+            old_docs = new_of_old[reuse.postings[keep]]
+            old_tfs = reuse.tfs[keep].astype(np.int64)
+            reused = np.zeros(n, dtype=bool)
+            reused[new_of_old[kept_old]] = True
+            to_tokenize = np.flatnonzero(~reused)
+
+        flat: list[int] = []
+        new_lengths: list[int] = []
+        for doc in to_tokenize.tolist():
+            tokens = raw_tokens(texts[doc])
+            terms = [cache.get(token) for token in tokens]
+            if None in terms:
+                for token in tokens:
+                    if token not in cache:
+                        cache[token] = term_id(token)
+                terms = [cache[token] for token in tokens]
+            kept = [t for t in terms if t >= 0] if -1 in terms else terms
+            flat.extend(kept)
+            new_lengths.append(len(kept))
+        doc_lengths[to_tokenize] = new_lengths
+
+        # Count (term, doc) pairs of the new chunks: one sort of all their tokens.
+        new_terms = np.asarray(flat, dtype=np.int64)
+        new_docs = np.repeat(to_tokenize.astype(np.int64), new_lengths)
+        keys, counts = np.unique(new_terms * max(n, 1) + new_docs, return_counts=True)
+
+        terms = np.concatenate([old_terms, keys // max(n, 1)])
+        docs = np.concatenate([old_docs, keys % max(n, 1)])
+        tfs = np.concatenate([old_tfs, counts])
+        order = np.lexsort((docs, terms))
+        terms, docs, tfs = terms[order], docs[order], tfs[order]
+
+        # Drop terms no chunk uses any more (they came with `reuse`), renumbering the rest.
+        used = np.zeros(len(vocab), dtype=bool)
+        used[terms] = True
+        if not used.all():
+            renumber = np.cumsum(used) - 1
+            terms = renumber[terms]
+            vocab = [term for term, keep in zip(vocab, used.tolist(), strict=True) if keep]
+        indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=len(vocab)), out=indptr[1:])
+        return cls(
+            chunk_ids, doc_lengths, vocab, indptr, docs, tfs, k1=k1, b=b, stopwords=stopwords
+        )
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        """The best `k` chunks for `query` as (chunk_id, BM25 score), best first; only
+        chunks sharing at least one term with the query; ties broken by chunk id."""
+        n = len(self.chunk_ids)
+        if k <= 0 or n == 0:
+            return []
+        term_ids = {self.term_index.get(term) for term in map(self._analyze, raw_tokens(query))}
+        term_ids.discard(None)
+        if not term_ids:
+            return []
+        spans = [(int(self.indptr[t]), int(self.indptr[t + 1])) for t in sorted(term_ids)]  # type: ignore[arg-type]
+        docs = np.concatenate([self.postings[s:e] for s, e in spans])
+        weights = np.concatenate([self.weights[s:e] for s, e in spans])
+        scores = np.bincount(docs, weights=weights, minlength=n)
+        hits = np.flatnonzero(scores > 0)
+        if len(hits) > k:
+            # a superset of the top k (ties at the cut included), then an exact sort
+            cut = np.partition(scores[hits], len(hits) - k)[len(hits) - k]
+            hits = hits[scores[hits] >= cut]
+        order = np.lexsort((self.chunk_ids[hits], -scores[hits]))[:k]
+        return [(int(self.chunk_ids[i]), float(scores[i])) for i in hits[order]]
+
+    def save(self, directory: Path) -> None:
+        """Write the index to `directory/lexical.npz`, replacing any previous one atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "tokenizer_version": TOKENIZER_VERSION,
+            "k1": self.k1,
+            "b": self.b,
+            "stopwords": self.stopwords,
+        }
+        target = directory / FILE_NAME
+        tmp = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(
+                    f,
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                    # terms are \w runs or n-grams, so never contain a newline
+                    vocab=np.frombuffer("\n".join(self.vocab).encode(), dtype=np.uint8),
+                    chunk_ids=self.chunk_ids,
+                    doc_lengths=self.doc_lengths,
+                    indptr=self.indptr,
+                    postings=self.postings,
+                    tfs=self.tfs,
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalIndex:
+        """Read the index that save() wrote into `directory`."""
+        path = Path(directory) / FILE_NAME
+        if not path.is_file():
+            raise IndexNotFoundError(
+                f"no keyword (BM25) index at {path}; ingest the documents again to build it"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(data["meta"].tobytes().decode())
+                if (
+                    meta.get("format_version") != FORMAT_VERSION
+                    or meta.get("tokenizer_version") != TOKENIZER_VERSION
+                ):
+                    raise IndexMismatchError(
+                        f"the keyword index {path} was written by another ragchat version "
+                        f"(format {meta.get('format_version')}, tokenizer "
+                        f"{meta.get('tokenizer_version')}; this one reads format "
+                        f"{FORMAT_VERSION}, tokenizer {TOKENIZER_VERSION}); delete the index "
+                        "and ingest the documents again"
+                    )
+                vocab_text = data["vocab"].tobytes().decode()
+                return cls(
+                    data["chunk_ids"],
+                    data["doc_lengths"],
+                    vocab_text.split("\n") if vocab_text else [],
+                    data["indptr"],
+                    data["postings"],
+                    data["tfs"],
+                    k1=float(meta["k1"]),
+                    b=float(meta["b"]),
+                    stopwords=bool(meta["stopwords"]),
+                )
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise IndexMismatchError(
+                f"the keyword index {path} is damaged ({exc}); delete the index and ingest "
+                "the documents again"
+            ) from exc
