@@ -1,0 +1,729 @@
+"""PDF text extraction: 1-based pages of normalised text, pypdf first and PDFium (pypdfium2)
+as fallback, run in a worker process with a hard per-file time limit.
+
+Normalisation (see docs/extraction.md): ligatures spelled out, NFC, control characters
+dropped, spaces collapsed, running headers/footers and page numbers removed, words
+hyphenated across line breaks rejoined, lines of a paragraph joined into one line with a
+blank line between paragraphs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import re
+import time
+import unicodedata
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ragchat.errors import PdfError
+from ragchat.records import Document, Page
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+ProgressFn = Callable[[int, int], None]
+
+OCR_HINT = "no extractable text — scanned? run OCR first, e.g. ocrmypdf"
+GARBLED_HINT = (
+    "text is garbled (fonts without a Unicode map) — run OCR first, e.g. ocrmypdf --force-ocr"
+)
+# Fewer non-space characters than this in a whole file is "almost no text": the other
+# extractor is tried; the text is still kept if it has SHORT_TEXT_CHARS and looks clean.
+MIN_TEXT_CHARS = 20
+SHORT_TEXT_CHARS = 4
+
+# --------------------------------------------------------------------------------------
+# Text normalisation
+# --------------------------------------------------------------------------------------
+
+# Targeted compatibility mapping instead of NFKC: NFKC would also rewrite full-width CJK
+# punctuation, superscripts, "①" etc. Arabic presentation forms are mapped because pypdf
+# emits them for some Arabic fonts and they defeat search.
+_LIGATURES = {
+    "ﬀ": "ff",
+    "ﬁ": "fi",
+    "ﬂ": "fl",
+    "ﬃ": "ffi",
+    "ﬄ": "ffl",
+    "ﬅ": "st",
+    "ﬆ": "st",
+    "Ĳ": "IJ",
+    "ĳ": "ij",
+}
+_TRANSLATE: dict[int, str | None] = {ord(k): v for k, v in _LIGATURES.items()}
+for _cp in [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]:
+    _mapped = unicodedata.normalize("NFKC", chr(_cp))
+    if _mapped != chr(_cp):
+        _TRANSLATE[_cp] = _mapped
+# Unicode spaces become plain spaces; zero-width characters and BOMs disappear.
+for _cp in [0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000, 0x09]:
+    _TRANSLATE[_cp] = " "
+for _cp in [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]:
+    _TRANSLATE[_cp] = None
+# C0/C1 control characters other than \n (and the hyphen markers handled first).
+for _cp in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]:
+    _TRANSLATE.setdefault(_cp, None)
+
+_SPACES = re.compile(r" {2,}")
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# PDFium writes U+FFFE (sometimes U+0002) where it removed a line-end hyphen; pypdf keeps
+# U+00AD soft hyphens. Both become "-" + line break so one de-hyphenation rule applies.
+_HYPHEN_MARK = re.compile(r"[\ufffe\x02]\n?|\u00ad\n")
+_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+
+
+def clean_text(raw: str) -> str:
+    """Page text with line breaks unified, ligatures spelled out, NFC, control characters
+    removed, spaces collapsed and every line stripped; line structure is kept."""
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = _HYPHEN_MARK.sub("-\n", text).replace("\u00ad", "")
+    if text.isascii():
+        text = _ASCII_CONTROL.sub("", text.replace("\t", " "))  # translate() is slower
+    else:
+        text = unicodedata.normalize("NFC", text.translate(_TRANSLATE))
+    text = _SPACES.sub(" ", text)
+    return "\n".join(line.strip() for line in text.split("\n"))
+
+
+# Bare page numbers at the top/bottom of a page: "12", "- 12 -", "(12)", "Page 12",
+# "Page 12 of 40", "12 / 40", and roman numerals of two or more letters ("xii").
+_PAGE_NUMBER = re.compile(
+    r"^(?:page\s*)?[-–—(]?\s*(?:\d{1,5}|[ivxlc]{2,7})\s*[-–—)]?(?:\s*(?:of|/)\s*\d{1,5})?$",
+    re.IGNORECASE,
+)
+_DIGITS = re.compile(r"\d+")
+_NUMBER_TOKEN = re.compile(r"^\d{1,5}$")
+ZONE_LINES = 3  # header/footer candidates: this many non-empty lines at the top and bottom
+
+
+def _zone(lines: list[str]) -> list[int]:
+    """Indices of the first and last ZONE_LINES non-empty lines."""
+    filled = [i for i, line in enumerate(lines) if line]
+    if len(filled) <= 2 * ZONE_LINES:
+        return filled
+    return filled[:ZONE_LINES] + filled[-ZONE_LINES:]
+
+
+def _masked(line: str) -> str:
+    return _DIGITS.sub("#", line.lower())
+
+
+def _printed_numbers(line: str) -> list[int]:
+    """Integers at the start or end of a line ("Chapter 6: Lists 32", "60 / 233")."""
+    tokens = line.replace("/", " / ").split()
+    found = []
+    for tok in (tokens[0], tokens[-1]) if tokens else ():
+        if _NUMBER_TOKEN.match(tok):
+            found.append(int(tok))
+    if len(tokens) >= 3 and tokens[-2] in {"/", "of"} and _NUMBER_TOKEN.match(tokens[-3]):
+        found.append(int(tokens[-3]))
+    return found
+
+
+def remove_running_lines(pages: list[list[str]]) -> tuple[list[list[str]], int]:
+    """Drop running headers/footers and page numbers from per-page line lists.
+
+    Only the first/last ZONE_LINES non-empty lines of a page are candidates. A candidate is
+    removed when it (a) is a bare page number, (b) recurs with digits masked on at least
+    40% of the pages (and >= 3 pages, documents of >= 3 pages), each recurring line at
+    most once per zone, or (c) starts or ends with the printed page number, where printed
+    = physical page + an offset seen on at least 25% of pages. Returns the new pages and
+    the number of lines removed.
+    """
+    n_pages = sum(1 for lines in pages if any(lines))
+    zones = [_zone(lines) for lines in pages]
+
+    recurring: set[str] = set()
+    if n_pages >= 3:
+        counts: Counter[str] = Counter()
+        for lines, zone in zip(pages, zones, strict=True):
+            counts.update({_masked(lines[i]) for i in zone})
+        need = max(3, math.ceil(0.4 * n_pages))
+        # At least three letters: a bare "# # #" row of a figure is not a header.
+        recurring = {
+            key for key, c in counts.items() if c >= need and sum(ch.isalpha() for ch in key) >= 3
+        }
+
+    offset: int | None = None
+    if n_pages >= 3:
+        offsets: Counter[int] = Counter()
+        for number, (lines, zone) in enumerate(zip(pages, zones, strict=True), start=1):
+            offsets.update({n - number for i in zone for n in _printed_numbers(lines[i])})
+        if offsets:
+            best, count = offsets.most_common(1)[0]
+            if count >= max(3, math.ceil(0.25 * n_pages)):
+                offset = best
+
+    removed = 0
+    out: list[list[str]] = []
+    for number, (lines, zone) in enumerate(zip(pages, zones, strict=True), start=1):
+        drop: set[int] = set()
+        seen: set[str] = set()
+        for i in zone:
+            line = lines[i]
+            key = _masked(line)
+            if _PAGE_NUMBER.match(line):
+                drop.add(i)
+            elif key in recurring and key not in seen:
+                drop.add(i)
+                seen.add(key)
+            elif (
+                offset is not None
+                and len(line) <= 120
+                and number + offset in _printed_numbers(line)
+            ):
+                drop.add(i)
+        removed += len(drop)
+        out.append([line for i, line in enumerate(lines) if i not in drop] if drop else lines)
+    return out, removed
+
+
+_LIST_MARKER = re.compile(r"^(?:[•●◦▪■□◆►‣∙*–—-]\s|\d{1,2}[.)]\s|\(\d{1,2}\)\s|\(?[a-z]\)\s)")
+_HYPHEN_END = re.compile(r"([^\W\d_]+)-$")
+_FIRST_WORD = re.compile(r"^([^\W\d_]+)")
+
+
+def _join_hyphenated(head: str, tail: str, vocab: set[str]) -> str | None:
+    """ "exam-" + "ple ..." -> "example ..." (or "well-known ...") when `head` ends in a
+    letter hyphen and `tail` starts with a lowercase letter; None when it is no such pair.
+
+    Rule: the spelling the document itself uses elsewhere wins (joined word, else
+    hyphenated word); otherwise the hyphen is dropped when the fragment before it is all
+    lowercase (typeset hyphenation) and kept otherwise ("French-speaking", "19th-century").
+    """
+    if not head.endswith("-") or not tail[:1].islower():
+        return None
+    m = _HYPHEN_END.search(head[-64:])  # only the tail: `head` is the paragraph so far
+    if not m:
+        return None
+    w = _FIRST_WORD.match(tail)
+    if not w:
+        return None
+    left, right = m.group(1), w.group(1)
+    joined = (left + right).lower()
+    hyphenated = f"{left}-{right}".lower()
+    if joined in vocab:
+        keep = False
+    elif hyphenated in vocab:
+        keep = True
+    else:
+        keep = not left.islower()
+    return head + tail if keep else head[:-1] + tail
+
+
+def build_paragraphs(lines: list[str], vocab: set[str]) -> str:
+    """Join the visual lines of a page into paragraphs.
+
+    A line continues into the next when the next line's first word would not have fitted
+    on it (len(line) + 1 + len(word) > 0.9 x the page's typical line length, its 90th
+    percentile) and the next line does not start a list item; a line ending in a
+    hyphenated word is always continued. Paragraphs are separated by a blank line; runs of
+    single-line paragraphs (code, tables, lists) keep single line breaks. Pages with fewer
+    than 3 lines or a typical line under 25 characters keep their lines as they are.
+    """
+    filled = sorted(len(line) for line in lines if line)
+    if not filled:
+        return ""
+    width = filled[min(len(filled) - 1, int(0.9 * len(filled)))]
+    join_lines = len(filled) >= 3 and width >= 25
+
+    paragraphs: list[tuple[str, int]] = []  # (text, number of visual lines)
+    cur = ""
+    n_lines = 0
+    prev_len = 0  # length of the last visual line in `cur`
+    for line in lines:
+        if not line:
+            if n_lines:
+                paragraphs.append((cur, n_lines))
+                cur, n_lines = "", 0
+            continue
+        if not n_lines:
+            cur, n_lines, prev_len = line, 1, len(line)
+            continue
+        merged = _join_hyphenated(cur, line, vocab)
+        if merged is not None:
+            cur, n_lines, prev_len = merged, n_lines + 1, len(line)
+            continue
+        first_word = line.split(" ", 1)[0]
+        if (
+            join_lines
+            and prev_len + 1 + len(first_word) > 0.9 * width
+            and not _LIST_MARKER.match(line)
+        ):
+            cur, n_lines = cur + " " + line, n_lines + 1
+        else:
+            paragraphs.append((cur, n_lines))
+            cur, n_lines = line, 1
+        prev_len = len(line)
+    if n_lines:
+        paragraphs.append((cur, n_lines))
+
+    parts: list[str] = []
+    prev_single = False
+    for text, count in paragraphs:
+        single = count == 1
+        if parts:
+            parts.append("\n" if single and prev_single else "\n\n")
+        parts.append(text)
+        prev_single = single
+    return "".join(parts)
+
+
+def _vocabulary(texts: Iterable[str]) -> set[str]:
+    """Lowercased words (letters, inner hyphens allowed) that occur inside lines."""
+    vocab: set[str] = set()
+    for text in texts:
+        vocab.update(_WORD.findall(text.lower()))
+    return vocab
+
+
+def normalise_pages(raw_pages: list[str]) -> tuple[list[str], int]:
+    """Normalise raw per-page texts of one document (see module docstring); returns the
+    page texts (same length, "" for pages without text) and the header lines removed."""
+    cleaned = [clean_text(raw).split("\n") for raw in raw_pages]
+    cleaned, removed = remove_running_lines(cleaned)
+    needs_vocab = any(line.endswith("-") for lines in cleaned for line in lines)
+    vocab = _vocabulary("\n".join(lines) for lines in cleaned) if needs_vocab else set()
+    return [build_paragraphs(lines, vocab) for lines in cleaned], removed
+
+
+# --------------------------------------------------------------------------------------
+# Quality check
+# --------------------------------------------------------------------------------------
+
+_BAD_CHARS = re.compile(r"[\ufffd\ufffe\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SCRIPT_GROUPS = {
+    "HIRAGANA": "CJK",
+    "KATAKANA": "CJK",
+    "CJK": "CJK",
+    "HALFWIDTH": "CJK",
+    "FULLWIDTH": "CJK",
+    "IDEOGRAPHIC": "CJK",
+    "HANGUL": "CJK",
+}
+_SAMPLE_CHARS = 20_000
+
+
+def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
+    """Why `text` (a whole document's raw text) is not worth indexing, or None if it looks
+    like real text: fewer than `min_chars` non-space characters, replacement/private-use/
+    control characters (> 10% of them), too few letters (< 40%), or over 10% of the
+    letters outside the two most common scripts (mojibake from fonts without a Unicode
+    map: Greek, Armenian, Lao... mixed). Checks a sample of <= 20k characters."""
+    compact = "".join(text.split())
+    if len(compact) < min_chars:
+        return "almost no text"
+    if len(compact) > _SAMPLE_CHARS:
+        step = len(compact) // _SAMPLE_CHARS
+        compact = compact[::step][:_SAMPLE_CHARS]
+    n = len(compact)
+    if len(_BAD_CHARS.findall(compact)) > 0.1 * n:
+        return "replacement or control characters"
+    letters = [c for c in compact if c.isalpha()]
+    if len(letters) < 0.4 * n:
+        return "too few letters"
+    scripts: Counter[str] = Counter()
+    for c in letters[:5000]:
+        name = unicodedata.name(c, "UNKNOWN").split(" ", 1)[0]
+        scripts[_SCRIPT_GROUPS.get(name, name)] += 1
+    total = sum(scripts.values())
+    top_two = sum(c for _, c in scripts.most_common(2))
+    if top_two < 0.9 * total:
+        return "letters from many unrelated scripts"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Extractors
+# --------------------------------------------------------------------------------------
+
+FailureKind = Literal["password", "broken", "dependency"]
+
+
+class _ExtractorError(Exception):
+    """One extractor could not read the file; `kind` ranks the message shown to the user."""
+
+    def __init__(self, message: str, kind: FailureKind = "broken") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class _RawText:
+    pages: list[str]
+    extractor: str
+    warnings: list[str]
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_AES_MISSING = "AES-encrypted and the 'cryptography' package is missing"
+
+
+def _read_pypdf(path: Path, password: str | None, on_page: ProgressFn | None) -> _RawText:
+    import pypdf
+    from pypdf import PasswordType
+    from pypdf.errors import DependencyError
+
+    notes: list[str] = []
+    try:
+        reader = pypdf.PdfReader(path, strict=False)
+        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            if password is None:
+                raise _ExtractorError(
+                    "encrypted: needs a password — pass it with --password", "password"
+                )
+            if reader.decrypt(password) == PasswordType.NOT_DECRYPTED:
+                raise _ExtractorError(
+                    "encrypted: the password given with --password is wrong", "password"
+                )
+        total = len(reader.pages)
+    except _ExtractorError:
+        raise
+    except DependencyError as exc:
+        raise _ExtractorError(_AES_MISSING, "dependency") from exc
+    except Exception as exc:  # any pypdf failure to open is "could not read"
+        raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
+
+    texts: list[str] = []
+    failed_pages = 0
+    for number in range(1, total + 1):
+        try:
+            texts.append(reader.pages[number - 1].extract_text() or "")
+        except DependencyError as exc:
+            raise _ExtractorError(_AES_MISSING, "dependency") from exc
+        except Exception as exc:  # a broken page must not lose the others
+            failed_pages += 1
+            texts.append("")
+            if failed_pages == 1:
+                notes.append(f"pypdf: page {number}: {_short(exc)}")
+        if on_page is not None:
+            on_page(number, total)
+    if failed_pages:
+        notes.append(f"pypdf could not read {failed_pages} of {total} pages")
+    if total and failed_pages == total:
+        raise _ExtractorError(f"unreadable PDF ({notes[0].removeprefix('pypdf: ')})")
+    return _RawText(texts, "pypdf", notes)
+
+
+def _password_variants(password: str) -> list[str]:
+    """The password as given, then SASLprep-like (soft hyphens etc. dropped, NFKC): AES-256
+    R6 files expect the SASLprep form, which PDFium does not compute itself."""
+    mapped = "".join(
+        " " if unicodedata.category(c) == "Zs" else c
+        for c in password
+        if c not in "\u00ad\u034f\u1806\u180b\u180c\u180d\u200b\u200c\u200d\u2060\ufeff"
+        and not ("\ufe00" <= c <= "\ufe0f")
+    )
+    variants = [password, unicodedata.normalize("NFKC", mapped)]
+    return list(dict.fromkeys(variants))
+
+
+def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -> _RawText:
+    import pypdfium2 as pdfium
+
+    notes: list[str] = []
+    tries: list[str | None] = [None, *(_password_variants(password) if password else [])]
+    doc = None
+    last: Exception | None = None
+    for attempt in tries:
+        try:
+            doc = pdfium.PdfDocument(str(path), password=attempt)
+            break
+        except pdfium.PdfiumError as exc:
+            last = exc
+            if "password" not in str(exc).lower():
+                raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
+        except Exception as exc:
+            raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
+    if doc is None:
+        if password is None:
+            raise _ExtractorError(
+                "encrypted: needs a password — pass it with --password", "password"
+            ) from last
+        raise _ExtractorError(
+            "encrypted: the password given with --password is wrong", "password"
+        ) from last
+
+    try:
+        total = len(doc)
+        texts: list[str] = []
+        failed_pages = 0
+        for number in range(1, total + 1):
+            try:
+                page = doc[number - 1]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        texts.append(textpage.get_text_range())
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+            except Exception as exc:  # a broken page must not lose the others
+                failed_pages += 1
+                texts.append("")
+                if failed_pages == 1:
+                    notes.append(f"pdfium: page {number}: {_short(exc)}")
+            if on_page is not None:
+                on_page(number, total)
+    finally:
+        doc.close()
+    if failed_pages:
+        notes.append(f"pdfium could not read {failed_pages} of {total} pages")
+    return _RawText(texts, "pdfium", notes)
+
+
+_READERS = {"pypdf": _read_pypdf, "pdfium": _read_pdfium}
+
+
+def _check_pdf_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except FileNotFoundError as exc:
+        raise PdfError(f"{path.name}: file not found", status="failed") from exc
+    except IsADirectoryError as exc:
+        raise PdfError(f"{path.name}: is a directory, not a PDF", status="skipped") from exc
+    except OSError as exc:
+        raise PdfError(f"{path.name}: cannot read ({exc.strerror})", status="failed") from exc
+    # The spec allows junk before "%PDF-" (readers search the first 1024 bytes).
+    if b"%PDF-" not in head:
+        raise PdfError(f"{path.name}: not a PDF (no %PDF- header)", status="skipped")
+
+
+def _doc_chars(texts: list[str]) -> int:
+    return sum(len(t) - t.count(" ") - t.count("\n") for t in texts)
+
+
+def extract_document_inprocess(
+    path: Path,
+    *,
+    password: str | None = None,
+    fallback: bool = True,
+    on_page: ProgressFn | None = None,
+    primary: str = "pypdf",
+) -> Document:
+    """Extract `path` in this process, without a time limit (see `extract_document`).
+
+    `primary` is the first extractor ("pypdf" or "pdfium"); with `fallback` the other one
+    is tried when the first cannot open the file, gives almost no text or garbage, or
+    leaves over 20% of pages empty that the other can fill.
+    Raises PdfError("skipped"/"failed").
+    """
+    path = Path(path)
+    _check_pdf_header(path)
+    order = [primary] + ([name for name in _READERS if name != primary] if fallback else [])
+
+    failures: list[_ExtractorError] = []
+    candidates: list[tuple[_RawText, str | None]] = []
+    for name in order:
+        try:
+            raw = _READERS[name](path, password, on_page)
+        except _ExtractorError as exc:
+            failures.append(exc)
+            continue
+        problem = text_problem("\n".join(raw.pages)) if raw.pages else "zero pages"
+        candidates.append((raw, problem))
+        empty_share = sum(1 for t in raw.pages if not t.strip()) / max(1, len(raw.pages))
+        if problem is None and empty_share <= 0.2:
+            break
+
+    good = [(raw, p) for raw, p in candidates if p is None]
+    if not good:
+        # A genuinely short text ("Issue 6010") is still text: accept it when it is clean.
+        good = [
+            (raw, None)
+            for raw, p in candidates
+            if p == "almost no text"
+            and text_problem("\n".join(raw.pages), SHORT_TEXT_CHARS) is None
+        ]
+    if good:
+        # Prefer the first extractor unless a later one has clearly more text.
+        chosen = good[0][0]
+        for raw, _ in good[1:]:
+            if _doc_chars(raw.pages) > 1.5 * _doc_chars(chosen.pages):
+                chosen = raw
+        notes = list(chosen.warnings)
+        if chosen.extractor != primary:
+            why = next(
+                (str(f) for f in failures),
+                next((p for _, p in candidates if p is not None), "fewer pages with text"),
+            )
+            notes.append(f"{primary}: {why}; used {chosen.extractor}")
+        return _document(path, chosen, notes)
+
+    password_failure = next((f for f in failures if f.kind == "password"), None)
+    if password_failure is not None:
+        raise PdfError(f"{path.name}: {password_failure}", status="failed")
+    if candidates:
+        if not any(raw.pages for raw, _ in candidates):
+            raise PdfError(f"{path.name}: the PDF has zero pages", status="skipped")
+        if all(p in {"almost no text", "zero pages"} for _, p in candidates):
+            raise PdfError(f"{path.name}: {OCR_HINT}", status="skipped")
+        raise PdfError(f"{path.name}: {GARBLED_HINT}", status="skipped")
+    if [f.kind for f in failures] == ["dependency"]:
+        raise PdfError(
+            f"{path.name}: {_AES_MISSING} (pip install cryptography, or allow the PDFium fallback)",
+            status="failed",
+        )
+    raise PdfError(f"{path.name}: {failures[0]}", status="failed")
+
+
+def _document(path: Path, raw: _RawText, notes: list[str]) -> Document:
+    texts, _removed = normalise_pages(raw.pages)
+    pages = tuple(Page(number, text) for number, text in enumerate(texts, start=1) if text)
+    if not pages:
+        raise PdfError(f"{path.name}: {OCR_HINT}", status="skipped")
+    return Document(
+        path=path,
+        pages=pages,
+        page_count=len(raw.pages),
+        extractor=raw.extractor,
+        warnings=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Worker process
+# --------------------------------------------------------------------------------------
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    # forkserver: children fork from a small server process that imported the main module,
+    # this module and the two PDF libraries once (no torch threads), so a worker starts in
+    # milliseconds. The server itself is started fresh (fork+exec), never forked from a
+    # caller that may hold torch threads. As with any spawn-type start, the main module
+    # must be importable (a file, `python -m`, or none) and guard its work with
+    # `if __name__ == "__main__"`. Platforms without forkserver use spawn.
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["__main__", "ragchat.pdf", "pypdf", "pypdfium2"])
+    return ctx
+
+
+def _worker_main(
+    conn: Connection, path: str, password: str | None, fallback: bool, primary: str
+) -> None:
+    """Worker entry: extract and send ("page", done, total)... then ("ok", ...) or
+    ("error", status, message)."""
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    last_sent = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last_sent[0] >= 0.05:
+            last_sent[0] = now
+            conn.send(("page", done, total))
+
+    try:
+        doc = extract_document_inprocess(
+            Path(path), password=password, fallback=fallback, on_page=progress, primary=primary
+        )
+        conn.send(
+            (
+                "ok",
+                [(p.number, p.text) for p in doc.pages],
+                doc.page_count,
+                doc.extractor,
+                list(doc.warnings),
+            )
+        )
+    except PdfError as exc:
+        conn.send(("error", exc.status, str(exc)))
+    except BaseException as exc:  # the parent must get an answer, not a dead pipe
+        conn.send(("error", "failed", f"{Path(path).name}: extractor error ({_short(exc)})"))
+    finally:
+        conn.close()
+
+
+def extract_document(
+    path: Path,
+    *,
+    password: str | None = None,
+    timeout_s: float = 60.0,
+    fallback: bool = True,
+    on_page: ProgressFn | None = None,
+    primary: str = "pypdf",
+) -> Document:
+    """Extract the text of the PDF at `path`, page by page (1-based, pages without text
+    left out), in a worker process killed after `timeout_s` seconds.
+
+    `password` is tried after the empty password; `fallback` allows PDFium when pypdf
+    fails or gives no/garbled text; `on_page(done, total)` reports extraction progress
+    (pages of the extractor currently running). Raises PdfError with status "skipped"
+    (not a PDF, zero pages, no text) or "failed" (unreadable, password, time limit,
+    worker crash); no other exception escapes except from `on_page` itself.
+    """
+    path = Path(path)
+    _check_pdf_header(path)  # cheap, and gives a clean error without starting a worker
+    ctx = _mp_context()
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_worker_main,
+        args=(sender, str(path), password, fallback, primary),
+        name=f"ragchat-pdf:{path.name}",
+        daemon=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        proc.start()
+    except OSError as exc:
+        raise PdfError(f"{path.name}: could not start the extractor ({exc})") from exc
+    sender.close()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PdfError(
+                    f"{path.name}: gave up after {timeout_s:g} s (per-file time limit)",
+                    status="failed",
+                )
+            if not receiver.poll(min(remaining, 1.0)):
+                if not proc.is_alive() and not receiver.poll(0):
+                    raise PdfError(
+                        f"{path.name}: the extractor crashed (exit code {proc.exitcode})",
+                        status="failed",
+                    )
+                continue
+            try:
+                message = receiver.recv()
+            except (EOFError, OSError) as exc:
+                proc.join(1.0)
+                raise PdfError(
+                    f"{path.name}: the extractor crashed (exit code {proc.exitcode})",
+                    status="failed",
+                ) from exc
+            if message[0] == "page":
+                if on_page is not None:
+                    on_page(message[1], message[2])
+            elif message[0] == "ok":
+                _, pages, page_count, extractor, notes = message
+                return Document(
+                    path=path,
+                    pages=tuple(Page(n, t) for n, t in pages),
+                    page_count=page_count,
+                    extractor=extractor,
+                    warnings=tuple(notes),
+                )
+            else:
+                _, status, text = message
+                raise PdfError(text, status=status)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5.0)
+        receiver.close()
