@@ -481,6 +481,8 @@ def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -
         doc.close()
     if failed_pages:
         notes.append(f"pdfium could not read {failed_pages} of {total} pages")
+    if total and failed_pages == total:
+        raise _ExtractorError(f"unreadable PDF ({notes[0].removeprefix('pdfium: ')})")
     return _RawText(texts, "pdfium", notes)
 
 
@@ -566,7 +568,10 @@ def extract_document_inprocess(
     password_failure = next((f for f in failures if f.kind == "password"), None)
     if password_failure is not None:
         raise PdfError(f"{path.name}: {password_failure}", status="failed")
-    if candidates:
+    # Trust the first extractor that opened the file; if the primary one could not read it
+    # and the fallback found nothing usable, report why the primary failed.
+    broken = next((f for f in failures if f.kind == "broken"), None)
+    if candidates and (broken is None or candidates[0][0].extractor == primary):
         if not any(raw.pages for raw, _ in candidates):
             raise PdfError(f"{path.name}: the PDF has zero pages", status="skipped")
         if all(p in {"almost no text", "zero pages"} for _, p in candidates):
@@ -577,7 +582,8 @@ def extract_document_inprocess(
             f"{path.name}: {_AES_MISSING} (pip install cryptography, or allow the PDFium fallback)",
             status="failed",
         )
-    raise PdfError(f"{path.name}: {failures[0]}", status="failed")
+    # One extractor could not read the file and the other found nothing usable in it.
+    raise PdfError(f"{path.name}: {broken or failures[0]}", status="failed")
 
 
 def _document(path: Path, raw: _RawText, notes: list[str]) -> Document:
