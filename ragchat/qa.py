@@ -1,0 +1,200 @@
+"""Answer a question from retrieved passages: retrieve, build the prompt under the model's
+token budget, generate (streaming), render citations, detect abstention."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ragchat.prompting import (
+    ABSTAIN,
+    Citation,
+    Turn,
+    build_rag_prompt,
+    clean_condensed,
+    condense_question,
+    is_abstention,
+    render_citations,
+)
+from ragchat.records import Passage
+
+if TYPE_CHECKING:
+    from ragchat.generators import Generator
+    from ragchat.retriever import Retriever
+
+# The prompt never grows past this many tokens, whatever the model's window: on a CPU the
+# prompt is read at a few hundred tokens/s, and more than a handful of passages only
+# distracts a small model.
+MAX_PROMPT_TOKENS = 2048
+CONDENSE_MAX_TOKENS = 48
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds and token counts of one answer. `first_token_s` excludes model loading."""
+
+    load_s: float
+    retrieve_s: float
+    first_token_s: float | None
+    total_s: float
+    prompt_tokens: int
+    gen_tokens: int
+    tok_per_s: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer with its evidence. `text` has citations rendered as [file p.N];
+    `passages` are the ones the model was given (citations only point at these)."""
+
+    question: str
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...]
+    passages: tuple[Passage, ...]
+    timings: Timings
+    standalone_question: str = ""
+    raw_text: str = ""
+    cancelled: bool = False
+    retrieved: tuple[Passage, ...] = field(default=(), repr=False)
+
+
+def standalone(question: str, history: Sequence[Turn], generator: Generator) -> str:
+    """Rewrite a follow-up ("and when did he die?") into a question that stands alone,
+    using the conversation; the question itself when there is no history."""
+    if not history:
+        return question
+    prompt = condense_question(history, question, generator.prompt_format)
+    pieces = generator.stream(
+        prompt, max_new_tokens=CONDENSE_MAX_TOKENS, stop=(*generator.prompt_format.stop, "\n")
+    )
+    return clean_condensed("".join(pieces), question)
+
+
+class CitationStream:
+    """Turns streamed model text into display text: a `[n]` marker is held back until it is
+    complete, then shown as `[file p.N]` (or dropped if it points at no given passage)."""
+
+    _OPEN = re.compile(r"\[[^\]]{0,40}$")
+
+    def __init__(self, passages: Sequence[Passage], emit: Callable[[str], None]) -> None:
+        self._passages = passages
+        self._emit = emit
+        self._pending = ""
+
+    def feed(self, piece: str) -> None:
+        text = self._pending + piece
+        match = self._OPEN.search(text)
+        if match:  # an unfinished bracket: keep it until it closes
+            text, self._pending = text[: match.start()], text[match.start() :]
+        else:
+            self._pending = ""
+        if text:
+            self._emit(self._render(text))
+
+    def close(self) -> None:
+        if self._pending:
+            self._emit(self._render(self._pending))
+            self._pending = ""
+
+    def _render(self, text: str) -> str:
+        rendered, _ = render_citations(text, self._passages)
+        # render_citations trims; keep the stream's own spacing at the edges.
+        lead = text[: len(text) - len(text.lstrip())]
+        trail = text[len(text.rstrip()) :]
+        return lead + rendered + trail if rendered else lead + trail
+
+
+def answer(
+    question: str,
+    retriever: Retriever,
+    generator: Generator,
+    *,
+    k: int = 5,
+    max_new_tokens: int = 160,
+    history: Sequence[Turn] = (),
+    on_text: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
+    load_s: float = 0.0,
+) -> Answer:
+    """Answer `question` from the `k` best passages. Streams display text to `on_text`;
+    `cancel` stops generation early (the partial answer is returned, `cancelled` set)."""
+    started = time.perf_counter()
+    query = standalone(question, history, generator)
+    retrieved = retriever.search(query, k)
+    retrieve_s = time.perf_counter() - started
+    if not retrieved:
+        return _abstain(question, query, retrieve_s, load_s, on_text)
+
+    budget = min(generator.context_window - max_new_tokens - 16, MAX_PROMPT_TOKENS)
+    prompt = build_rag_prompt(
+        query,
+        retrieved,
+        fmt=generator.prompt_format,
+        count_tokens=generator.count_tokens,
+        budget_tokens=budget,
+    )
+    stream = CitationStream(prompt.passages, on_text) if on_text else None
+    pieces: list[str] = []
+    gen_started = time.perf_counter()
+    first_token_s: float | None = None
+    for piece in generator.stream(
+        prompt.text, max_new_tokens=max_new_tokens, stop=prompt.stop, cancel=cancel
+    ):
+        if first_token_s is None:
+            first_token_s = time.perf_counter() - gen_started
+        pieces.append(piece)
+        if stream:
+            stream.feed(piece)
+    if stream:
+        stream.close()
+    raw = "".join(pieces).strip()
+    text, citations = render_citations(raw, prompt.passages)
+    abstained = not raw or is_abstention(raw)
+    if abstained:
+        text, citations = ABSTAIN, []
+    stats = generator.last_stats
+    return Answer(
+        question=question,
+        text=text,
+        abstained=abstained,
+        citations=tuple(citations),
+        passages=prompt.passages,
+        timings=Timings(
+            load_s=load_s,
+            retrieve_s=retrieve_s,
+            first_token_s=first_token_s,
+            total_s=time.perf_counter() - started,
+            prompt_tokens=stats.prompt_tokens if stats else prompt.prompt_tokens,
+            gen_tokens=stats.gen_tokens if stats else 0,
+            tok_per_s=stats.tokens_per_s if stats else 0.0,
+        ),
+        standalone_question=query,
+        raw_text=raw,
+        cancelled=bool(stats and stats.stop_reason == "cancelled"),
+        retrieved=tuple(retrieved),
+    )
+
+
+def _abstain(
+    question: str,
+    query: str,
+    retrieve_s: float,
+    load_s: float,
+    on_text: Callable[[str], None] | None,
+) -> Answer:
+    if on_text:
+        on_text(ABSTAIN)
+    return Answer(
+        question=question,
+        text=ABSTAIN,
+        abstained=True,
+        citations=(),
+        passages=(),
+        timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
+        standalone_question=query,
+    )
