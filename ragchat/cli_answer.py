@@ -4,12 +4,14 @@ apart so cli.py stays a parser for the index commands."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragchat.errors import RagchatError
+from ragchat.errors import RagchatError, UsageError
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
@@ -47,6 +49,24 @@ def register(sub: Any, common: Callable[..., None]) -> None:
     _answer_options(p)
     common(p)
     p.set_defaults(handler=cmd_chat)
+
+    p = sub.add_parser(
+        "eval",
+        help="score retrieval and answers on a question set",
+        description="Run question files (the ../shared/bench format: question, answers, doc, "
+        "page, pages; unanswerable ones have empty answers) through retrieval and, unless "
+        "--retrieval-only, the model. Prints passage hit@1/@5 and MRR, answer EM/F1/"
+        "contains, abstention on unanswerable questions and latency percentiles.",
+    )
+    p.add_argument("questions", nargs="+", type=Path, metavar="QUESTIONS.jsonl")
+    p.add_argument("--docs", type=Path, help="ingest this folder into the index first")
+    p.add_argument("--retrieval-only", action="store_true", help="don't load the model")
+    p.add_argument("--limit", type=int, help="use the first N questions of each file")
+    p.add_argument("--report", type=Path, help="write one JSON line per question here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _answer_options(p)
+    common(p)
+    p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser(
         "models",
@@ -120,11 +140,15 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
 
 def answer_json(answer: Answer) -> dict[str, Any]:
     from ragchat.cli import passage_json
+    from ragchat.evaluator import strip_citations
 
     t = answer.timings
     return {
         "question": answer.question,
-        "answer": answer.text,
+        # Citations live in "citations"; "answer" is the answer alone, "answer_cited" the
+        # text as shown in the console.
+        "answer": strip_citations(answer.text),
+        "answer_cited": answer.text,
         "abstained": answer.abstained,
         "citations": [{"doc": c.doc, "page": c.page} for c in answer.citations],
         "passages": [passage_json(p) for p in answer.passages],
@@ -244,3 +268,81 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {'':10} install: {m.install}")
     print("* = default (--model / RAGCHAT_MODEL); 'ready' = converted, loads in seconds")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.cli import IngestBars, _emit_json, index_path, print_report
+    from ragchat.evaluation import load_questions
+    from ragchat.evaluator import run_eval
+    from ragchat.retriever import open_retriever
+
+    questions = []
+    for path in args.questions:
+        try:
+            loaded = load_questions(path)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read questions from {path}: {exc}") from exc
+        questions += loaded[: args.limit] if args.limit else loaded
+    target = index_path(args, settings)
+    if args.docs:
+        from ragchat.ingest import ingest
+
+        bars = IngestBars(enabled=sys.stderr.isatty())
+        try:
+            print_report(ingest([args.docs], target, settings, progress=bars))
+        finally:
+            bars.close()
+    retriever = open_retriever(target, settings)
+    generator = None if args.retrieval_only else load_model(settings)
+    bar: Any = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(questions), unit="q", desc="eval", file=sys.stderr, leave=False)
+    report = run_eval(
+        questions,
+        retriever,
+        generator,
+        k=args.k or settings.k,
+        max_new_tokens=settings.max_new_tokens,
+        on_question=(lambda done, total: bar.update(1)) if bar else None,
+    )
+    if bar is not None:
+        bar.close()
+    retriever.close()
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            for row in report.rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {
+        "index": target.name,
+        "method": settings.retrieval,
+        "k": args.k or settings.k,
+        "model": None if generator is None else settings.model,
+        "retrieval": report.retrieval,
+        "answers": report.answers,
+        "latency": report.latency,
+    }
+    if args.json:
+        _emit_json(summary)
+        return 0
+    r = report.retrieval
+    print(
+        f"retrieval ({settings.retrieval}, {r['n']} answerable questions): "
+        f"hit@1 {r['hit@1']:.3f}  hit@5 {r['hit@5']:.3f}  MRR {r['mrr']:.3f}"
+    )
+    if report.answers:
+        a = report.answers
+        print(
+            f"answers ({settings.model}): EM {_f(a['em'])}  F1 {_f(a['f1'])}  contains "
+            f"{_f(a['contains'])}  answered {_f(a['answered'])}  mean words "
+            f"{_f(a['mean_words'], 1)}  abstained on unanswerable "
+            f"{_f(a['abstain_unanswerable'])} (n={a['n_unanswerable']})"
+        )
+    for name, lat in report.latency.items():
+        print(f"latency {name}: p50 {lat['p50']:.3f}s  p95 {lat['p95']:.3f}s")
+    return 0
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,121 @@
+"""`ragchat eval`: run a question set through retrieval (and, unless retrieval-only, the
+answering model) and score it with the metrics of evaluation.py."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ragchat.evaluation import (
+    Question,
+    answer_metrics,
+    contains,
+    first_hit_rank,
+    latency_percentiles,
+    retrieval_metrics,
+    token_f1,
+)
+
+if TYPE_CHECKING:
+    from ragchat.generators import Generator
+    from ragchat.retriever import Retriever
+
+# Retrieval is scored on this many results (hit@5 and MRR need at least 5).
+EVAL_K = 10
+
+_CITATION = re.compile(r"\s*\[[^\[\]]*\bp\.\s*\d+[^\[\]]*\]")
+
+
+def strip_citations(text: str) -> str:
+    """The answer without its rendered [file p.N] citations (what answer metrics score)."""
+    return " ".join(_CITATION.sub("", text).split())
+
+
+@dataclass
+class EvalReport:
+    """Aggregates plus one row per question (for error analysis)."""
+
+    retrieval: dict[str, float]
+    answers: dict[str, Any] | None
+    latency: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "retrieval": self.retrieval,
+            "answers": self.answers,
+            "latency": self.latency,
+            "questions": self.rows,
+        }
+
+
+def run_eval(
+    questions: Sequence[Question],
+    retriever: Retriever,
+    generator: Generator | None = None,
+    *,
+    k: int = 5,
+    max_new_tokens: int = 160,
+    on_question: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Retrieve for every question (and answer, when a generator is given) and score.
+    Retrieval metrics use the top EVAL_K results; answers use the top `k` passages."""
+    from ragchat.qa import answer
+
+    results = []
+    rows: list[dict[str, Any]] = []
+    retrieve_s: list[float] = []
+    answer_s: list[float] = []
+    first_token_s: list[float] = []
+    predictions: list[str] = []
+    abstained: list[bool] = []
+    for i, q in enumerate(questions):
+        t0 = time.perf_counter()
+        passages = retriever.search(q.question, max(EVAL_K, k))
+        retrieve_s.append(time.perf_counter() - t0)
+        results.append(passages)
+        rank = first_hit_rank(q, passages) if q.answerable else None
+        row: dict[str, Any] = {
+            "id": q.id,
+            "question": q.question,
+            "answerable": q.answerable,
+            "gold": {"doc": q.doc, "pages": list(q.pages), "answers": list(q.answers)},
+            "hit_rank": rank,
+            "top": [
+                {"doc": p.doc, "page": p.page, "page_end": p.page_end, "score": round(p.score, 4)}
+                for p in passages[:5]
+            ],
+        }
+        if generator is not None:
+            result = answer(q.question, retriever, generator, k=k, max_new_tokens=max_new_tokens)
+            prediction = strip_citations(result.text)
+            predictions.append(prediction)
+            abstained.append(result.abstained)
+            answer_s.append(result.timings.total_s)
+            if result.timings.first_token_s is not None:
+                first_token_s.append(result.timings.first_token_s)
+            row.update(
+                answer=prediction,
+                abstained=result.abstained,
+                f1=round(token_f1(prediction, q.answers), 3) if q.answerable else None,
+                contains=contains(prediction, q.answers) if q.answerable else None,
+                seconds=round(result.timings.total_s, 2),
+                tok_per_s=round(result.timings.tok_per_s, 1),
+            )
+        rows.append(row)
+        if on_question:
+            on_question(i + 1, len(questions))
+
+    answerable = [(q, r) for q, r in zip(questions, results, strict=True) if q.answerable]
+    retrieval = retrieval_metrics([q for q, _ in answerable], [r for _, r in answerable])
+    latency = {"retrieve_s": latency_percentiles(retrieve_s)} if retrieve_s else {}
+    answers = None
+    if generator is not None:
+        answers = answer_metrics(questions, predictions, abstained)
+        latency["answer_s"] = latency_percentiles(answer_s)
+        if first_token_s:
+            latency["first_token_s"] = latency_percentiles(first_token_s)
+    return EvalReport(retrieval, answers, latency, rows)
