@@ -9,6 +9,7 @@ blank line between paragraphs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import multiprocessing
@@ -180,6 +181,10 @@ def remove_running_lines(pages: list[list[str]]) -> tuple[list[list[str]], int]:
                 and number + offset in _printed_numbers(line)
             ):
                 drop.add(i)
+        if drop and len(drop) == sum(1 for line in lines if line):
+            # Everything on the page looks "running" (one-line pages like "Potato 7"): it is
+            # the content itself, keep it.
+            drop = set()
         removed += len(drop)
         out.append([line for i, line in enumerate(lines) if i not in drop] if drop else lines)
     return out, removed
@@ -298,7 +303,8 @@ def normalise_pages(raw_pages: list[str]) -> tuple[list[str], int]:
 # Quality check
 # --------------------------------------------------------------------------------------
 
-_BAD_CHARS = re.compile(r"[\ufffd\ufffe\ue000-\uf8ff\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# U+FFFE and \x02 are left out: PDFium marks removed line-end hyphens with them.
+_BAD_CHARS = re.compile(r"[\ufffd\ue000-\uf8ff\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SCRIPT_GROUPS = {
     "HIRAGANA": "CJK",
     "KATAKANA": "CJK",
@@ -314,7 +320,7 @@ _SAMPLE_CHARS = 20_000
 def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
     """Why `text` (a whole document's raw text) is not worth indexing, or None if it looks
     like real text: fewer than `min_chars` non-space characters, replacement/private-use/
-    control characters (> 10% of them), too few letters (< 40%), or over 10% of the
+    control characters (> 10% of them), too few letters (< 20%), or over 10% of the
     letters outside the two most common scripts (mojibake from fonts without a Unicode
     map: Greek, Armenian, Lao... mixed). Checks a sample of <= 20k characters."""
     compact = "".join(text.split())
@@ -327,7 +333,8 @@ def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
     if len(_BAD_CHARS.findall(compact)) > 0.1 * n:
         return "replacement or control characters"
     letters = [c for c in compact if c.isalpha()]
-    if len(letters) < 0.4 * n:
+    # 20%: number-heavy tables (prices, codes) are real text; symbol soup is not.
+    if len(letters) < 0.2 * n:
         return "too few letters"
     scripts: Counter[str] = Counter()
     for c in letters[:5000]:
@@ -399,7 +406,7 @@ def _read_pypdf(path: Path, password: str | None, on_page: ProgressFn | None) ->
     failed_pages = 0
     for number in range(1, total + 1):
         try:
-            texts.append(reader.pages[number - 1].extract_text() or "")
+            texts.append(_pypdf_page_text(reader.pages[number - 1]))
         except DependencyError as exc:
             raise _ExtractorError(_AES_MISSING, "dependency") from exc
         except Exception as exc:  # a broken page must not lose the others
@@ -465,7 +472,7 @@ def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -
                 try:
                     textpage = page.get_textpage()
                     try:
-                        texts.append(textpage.get_text_range())
+                        texts.append(_pdfium_page_text(textpage))
                     finally:
                         textpage.close()
                 finally:
@@ -487,6 +494,79 @@ def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -
 
 
 _READERS = {"pypdf": _read_pypdf, "pdfium": _read_pdfium}
+
+PARAGRAPH_GAP = 1.4  # a line gap this many times the page's usual line spacing = paragraph
+
+
+def mark_paragraph_gaps(lines: list[str], ys: list[float | None]) -> str:
+    """Join `lines` with "\n", inserting a blank line where the vertical gap to the previous
+    line exceeds PARAGRAPH_GAP x the page's median line spacing (`ys`: baseline of each
+    line in PDF points, y grows upwards; None where unknown). Jumps upwards (next column)
+    and unknown positions add nothing."""
+    gaps = [
+        a - b for a, b in itertools.pairwise(ys) if a is not None and b is not None and a - b > 0.5
+    ]
+    if len(gaps) < 3:
+        return "\n".join(lines)
+    gaps.sort()
+    spacing = gaps[len(gaps) // 2]
+    out = [lines[0]]
+    for i in range(1, len(lines)):
+        a, b = ys[i - 1], ys[i]
+        if a is not None and b is not None and a - b > PARAGRAPH_GAP * spacing and lines[i]:
+            out.append("")
+        out.append(lines[i])
+    return "\n".join(out)
+
+
+def _pypdf_page_text(page: object) -> str:
+    """pypdf's plain text of a page with blank lines at paragraph gaps (from the text
+    matrices pypdf reports to a visitor; the pieces concatenate to the plain text)."""
+    pieces: list[tuple[str, float]] = []
+
+    def visit(text: str, cm: list[float], tm: list[float], *_: object) -> None:
+        if text:
+            pieces.append((text, tm[4] * cm[1] + tm[5] * cm[3] + cm[5]))
+
+    text: str = page.extract_text(visitor_text=visit) or ""  # type: ignore[attr-defined]
+    if not text or "".join(p for p, _ in pieces) != text:
+        return text
+    lines: list[str] = [""]
+    ys: list[float | None] = [None]
+    for piece, y in pieces:
+        for k, part in enumerate(piece.split("\n")):
+            if k:
+                lines.append("")
+                ys.append(None)
+            if part:
+                lines[-1] += part
+                if ys[-1] is None and part.strip():
+                    ys[-1] = y
+    return mark_paragraph_gaps(lines, ys)
+
+
+def _pdfium_page_text(textpage: object) -> str:
+    """PDFium's text of a page with blank lines at paragraph gaps (baseline of each line's
+    first character; PDFium's generated "\r\n" count as characters, so indices align)."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    text: str = textpage.get_text_range()  # type: ignore[attr-defined]
+    if textpage.count_chars() != len(text):  # type: ignore[attr-defined]
+        return text  # characters outside the BMP: indices do not align, skip geometry
+    x, y = ctypes.c_double(), ctypes.c_double()
+    lines = text.split("\r\n")
+    ys: list[float | None] = []
+    index = 0
+    for line in lines:
+        first = len(line) - len(line.lstrip())
+        if line.strip() and pdfium_c.FPDFText_GetCharOrigin(textpage, index + first, x, y):
+            ys.append(y.value)
+        else:
+            ys.append(None)
+        index += len(line) + 2
+    return mark_paragraph_gaps(lines, ys)
 
 
 def _check_pdf_header(path: Path) -> None:
@@ -625,7 +705,7 @@ def _worker_main(
 ) -> None:
     """Worker entry: extract and send ("page", done, total)... then ("ok", ...) or
     ("error", status, message)."""
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # its warnings are for developers
     warnings.simplefilter("ignore")
     last_sent = [0.0]
 

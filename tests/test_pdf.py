@@ -227,7 +227,7 @@ def test_text_problem() -> None:
     assert text_problem("日本語の文章はスペースなしでも本物のテキストです。") is None
     assert text_problem("tiny") == "almost no text"
     assert text_problem("\ufffd" * 50) == "replacement or control characters"
-    assert text_problem("12 34 56 78 90 12 34 56 78 90 %% $$") == "too few letters"
+    assert text_problem("12 34 56 78 90 12 34 56 78 90 %% $$ ab") == "too few letters"
     mojibake = "ΘͨαβγδΔΖΗΘικλ ԱԲԳԴ ສະບາຍ ਸਤਿ ᏣᎳᎩ ཀཁག ሀሁሂ ᚠᚡᚢ"
     assert text_problem(mojibake) == "letters from many unrelated scripts"
 
