@@ -14,9 +14,14 @@ from collections.abc import Mapping, Sequence
 Ranking = Sequence[tuple[int, float]]
 
 METHODS = ("rrf", "score")
-DEFAULT_METHOD = "rrf"
-# Per-method weights used when none are given; a method not named here weighs 1.0.
-DEFAULT_WEIGHTS: dict[str, float] = {}
+# Chosen on half A of the qa-public bench, confirmed on half B (docs/retrieval.md).
+DEFAULT_METHOD = "score"
+# Per fusion method, the weights used for rankings the caller gives no weight; a ranking
+# named in neither weighs 1.0. RRF's default is the classic unweighted one.
+DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
+    "score": {"dense": 0.4, "bm25": 0.6},
+    "rrf": {},
+}
 
 
 def fuse(
@@ -27,11 +32,13 @@ def fuse(
     method: str = DEFAULT_METHOD,
 ) -> list[tuple[int, float]]:
     """Fuse per-method rankings {method: [(chunk_id, score), ...] best first} into the best
-    `limit` (chunk_id, fused score), best first. `k` is RRF's rank offset (unused by
-    "score"). Ties go to the chunk with the better single-method rank, then the lower id."""
+    `limit` (chunk_id, fused score), best first. `weights` override DEFAULT_WEIGHTS per
+    ranking name; `k` is RRF's rank offset (unused by "score"). A chunk missing from a
+    ranking gets nothing from it. Ties go to the better single-method rank, then the
+    lower id."""
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; choose from {METHODS}")
-    merged = DEFAULT_WEIGHTS | dict(weights or {})
+    merged = DEFAULT_WEIGHTS[method] | dict(weights or {})
     fused: dict[int, float] = {}
     best_rank: dict[int, int] = {}
     for name, ranking in rankings.items():

@@ -34,6 +34,9 @@ TOKENIZER_VERSION = 1
 
 DEFAULT_K1 = 1.5
 DEFAULT_B = 0.75
+# Lucene's 33 English stopwords made no difference worth having on the qa-public bench
+# (docs/retrieval.md), and without them a query like "The Who" still finds something.
+DEFAULT_STOPWORDS = False
 
 # Scripts written without spaces between words (Han, kana, Hangul, Thai, Lao, Myanmar,
 # Khmer): a run of them becomes overlapping character unigrams and bigrams, as Lucene's
@@ -62,10 +65,11 @@ _MARK_RANGES = (
     "\u0900-\u0963\u0966-\u0dff"  # Devanagari..Sinhala, without the danda punctuation
     "\u0f00-\u0fff"  # Tibetan
 )
-_ASCII_WORD = re.compile(r"\w+")
-_TOKEN = re.compile(
-    rf"(?P<ngram>[{_NGRAM_RANGES}]+)|(?P<word>(?:[^\W{_NGRAM_RANGES}]|[{_MARK_RANGES}])+)"
-)
+_WORD = re.compile(r"\w+")
+# Any character that needs more than `\w+`: one C-speed scan decides the fast path.
+_SPECIAL = re.compile(f"[{_NGRAM_RANGES}{_MARK_RANGES}]")
+_NGRAM_CHAR = re.compile(f"[{_NGRAM_RANGES}]")
+_TOKEN = re.compile(f"[{_NGRAM_RANGES}]+|(?:[^\\W{_NGRAM_RANGES}]|[{_MARK_RANGES}])+")
 
 
 @functools.cache
@@ -78,17 +82,18 @@ def _english_stopwords() -> frozenset[str]:
 
 def raw_tokens(text: str) -> list[str]:
     """Lowercased words and CJK-style character n-grams of `text`, before stemming."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    if text.isascii():
-        return _ASCII_WORD.findall(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    text = text.casefold()
+    if _SPECIAL.search(text) is None:
+        return _WORD.findall(text)
     tokens: list[str] = []
-    for match in _TOKEN.finditer(text):
-        run = match.group("ngram")
-        if run is None:
-            tokens.append(match.group("word"))
+    for token in _TOKEN.findall(text):
+        if _NGRAM_CHAR.match(token) is None:
+            tokens.append(token)
             continue
-        tokens.extend(run)
-        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+        tokens.extend(token)
+        tokens.extend(token[i : i + 2] for i in range(len(token) - 1))
     return tokens
 
 
@@ -105,7 +110,7 @@ def _analyzer(stopwords: bool) -> Callable[[str], str | None]:
     return analyze
 
 
-def tokenize(text: str, stopwords: bool = True) -> list[str]:
+def tokenize(text: str, stopwords: bool = DEFAULT_STOPWORDS) -> list[str]:
     """The index terms of `text`, in order: what search() matches on."""
     analyze = _analyzer(stopwords)
     return [term for term in map(analyze, raw_tokens(text)) if term is not None]
@@ -125,7 +130,7 @@ class LexicalIndex:
         *,
         k1: float = DEFAULT_K1,
         b: float = DEFAULT_B,
-        stopwords: bool = True,
+        stopwords: bool = DEFAULT_STOPWORDS,
     ) -> None:
         """Wrap term-major postings: term t's chunks are postings[indptr[t]:indptr[t+1]]
         (positions into chunk_ids), with term frequencies tfs. Use build() or load()."""
@@ -168,7 +173,7 @@ class LexicalIndex:
         reuse: LexicalIndex | None = None,
         k1: float = DEFAULT_K1,
         b: float = DEFAULT_B,
-        stopwords: bool = True,
+        stopwords: bool = DEFAULT_STOPWORDS,
     ) -> LexicalIndex:
         """Index `texts` under the chunk `ids` (same length, ids unique).
 
@@ -229,12 +234,12 @@ class LexicalIndex:
         new_lengths: list[int] = []
         for doc in to_tokenize.tolist():
             tokens = raw_tokens(texts[doc])
-            terms = [cache.get(token) for token in tokens]
+            terms = list(map(cache.get, tokens))
             if None in terms:
                 for token in tokens:
                     if token not in cache:
                         cache[token] = term_id(token)
-                terms = [cache[token] for token in tokens]
+                terms = list(map(cache.__getitem__, tokens))
             kept = [t for t in terms if t >= 0] if -1 in terms else terms
             flat.extend(kept)
             new_lengths.append(len(kept))
@@ -245,21 +250,31 @@ class LexicalIndex:
         new_docs = np.repeat(to_tokenize.astype(np.int64), new_lengths)
         keys, counts = np.unique(new_terms * max(n, 1) + new_docs, return_counts=True)
 
-        terms = np.concatenate([old_terms, keys // max(n, 1)])
-        docs = np.concatenate([old_docs, keys % max(n, 1)])
-        tfs = np.concatenate([old_tfs, counts])
-        order = np.lexsort((docs, terms))
-        terms, docs, tfs = terms[order], docs[order], tfs[order]
+        new_terms, new_docs = keys // max(n, 1), keys % max(n, 1)
 
-        # Drop terms no chunk uses any more (they came with `reuse`), renumbering the rest.
-        used = np.zeros(len(vocab), dtype=bool)
-        used[terms] = True
+        # Merge the two term-major lists without sorting: each term's old postings, then
+        # its new ones (order within a term does not matter to search()).
+        n_terms = len(vocab)
+        old_counts = np.bincount(old_terms, minlength=n_terms)
+        new_counts = np.bincount(new_terms, minlength=n_terms)
+        counts_per_term = old_counts + new_counts
+        starts = np.concatenate([[0], np.cumsum(counts_per_term)[:-1]]).astype(np.int64)
+        within_old = np.arange(len(old_terms)) - (np.cumsum(old_counts) - old_counts)[old_terms]
+        within_new = np.arange(len(new_terms)) - (np.cumsum(new_counts) - new_counts)[new_terms]
+        docs = np.empty(len(old_terms) + len(new_terms), dtype=np.int64)
+        tfs = np.empty(len(docs), dtype=np.int64)
+        at_old = starts[old_terms] + within_old
+        at_new = starts[new_terms] + old_counts[new_terms] + within_new
+        docs[at_old], tfs[at_old] = old_docs, old_tfs
+        docs[at_new], tfs[at_new] = new_docs, counts
+
+        # Drop terms no chunk uses any more (they came with `reuse`).
+        used = counts_per_term > 0
         if not used.all():
-            renumber = np.cumsum(used) - 1
-            terms = renumber[terms]
             vocab = [term for term, keep in zip(vocab, used.tolist(), strict=True) if keep]
+            counts_per_term = counts_per_term[used]
         indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(terms, minlength=len(vocab)), out=indptr[1:])
+        np.cumsum(counts_per_term, out=indptr[1:])
         return cls(
             chunk_ids, doc_lengths, vocab, indptr, docs, tfs, k1=k1, b=b, stopwords=stopwords
         )

@@ -1,0 +1,186 @@
+"""BM25 keyword index: real PyStemmer, real bm25s as the reference scorer, real files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragchat.errors import IndexMismatchError, IndexNotFoundError
+from ragchat.lexical import FILE_NAME, LexicalIndex, raw_tokens, tokenize
+
+TEXTS = [
+    "The lighthouse keeper climbed the spiral stairs every evening to light the lamp.",
+    "A cat sat on the warm mat while the rain fell on the harbour.",
+    "Harbour pilots guide large ships past the rocks near the lighthouse.",
+    "Ships carried spices, silk and tea between distant ports for centuries.",
+    "The committee approved the budget for the new railway station.",
+]
+IDS = [101, 7, 55, 3000, 42]
+
+
+@pytest.fixture
+def index() -> LexicalIndex:
+    return LexicalIndex.build(IDS, TEXTS)
+
+
+def test_exact_term_ranks_its_chunk_first(index: LexicalIndex) -> None:
+    assert index.search("railway budget", 3)[0][0] == 42
+    assert index.search("spices silk", 3)[0][0] == 3000
+
+
+def test_results_are_best_first_and_only_matching_chunks(index: LexicalIndex) -> None:
+    results = index.search("harbour", 10)
+    assert {chunk_id for chunk_id, _ in results} == {7, 55}
+    scores = [score for _, score in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(score > 0 for score in scores)
+
+
+def test_stemming_matches_plural_to_singular(index: LexicalIndex) -> None:
+    found = [chunk_id for chunk_id, _ in index.search("lighthouses", 5)]
+    assert set(found) == {101, 55}
+    assert tokenize("lighthouses") == tokenize("lighthouse")
+
+
+def test_ids_are_the_callers_not_positions(index: LexicalIndex) -> None:
+    returned = {chunk_id for chunk_id, _ in index.search("the ships cat lamp station", 10)}
+    assert returned <= set(IDS)
+    assert 3000 in returned and 101 in returned
+
+
+def test_k_limits_results(index: LexicalIndex) -> None:
+    assert len(index.search("the harbour lighthouse ships", 2)) == 2
+    assert index.search("harbour", 0) == []
+
+
+def test_query_without_known_terms_finds_nothing(index: LexicalIndex) -> None:
+    assert index.search("zeppelin", 5) == []
+    assert index.search("", 5) == []
+    assert index.search("!!! ???", 5) == []
+
+
+def test_scores_equal_bm25s_lucene_on_the_same_tokens() -> None:
+    import bm25s
+
+    corpus_tokens = [tokenize(t) for t in TEXTS]
+    reference = bm25s.BM25(method="lucene", k1=1.5, b=0.75)
+    reference.index(corpus_tokens, show_progress=False)
+    ours = LexicalIndex.build(list(range(len(TEXTS))), TEXTS)
+    for query in ("lighthouse keeper", "harbour ships", "railway"):
+        expected = reference.get_scores(tokenize(query))
+        got = np.zeros(len(TEXTS))
+        for chunk_id, score in ours.search(query, len(TEXTS)):
+            got[chunk_id] = score
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_round_trip(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path / "lexical")
+    assert [p.name for p in (tmp_path / "lexical").iterdir()] == [FILE_NAME]
+    loaded = LexicalIndex.load(tmp_path / "lexical")
+    assert len(loaded) == len(index)
+    for query in ("lighthouse", "harbour ships", "budget"):
+        assert loaded.search(query, 5) == index.search(query, 5)
+
+
+def test_save_replaces_previous_file(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    LexicalIndex.build([1], ["only zeppelins here"]).save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    assert len(loaded) == 1
+    assert loaded.search("zeppelin", 3)[0][0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_NAME]
+
+
+def test_empty_index(tmp_path: Path) -> None:
+    empty = LexicalIndex.build([], [])
+    assert len(empty) == 0
+    assert empty.search("anything", 5) == []
+    empty.save(tmp_path)
+    assert LexicalIndex.load(tmp_path).search("anything", 5) == []
+
+
+def test_chunks_with_no_terms_are_kept_but_never_found() -> None:
+    index = LexicalIndex.build([1, 2], ["", "the lighthouse"])
+    assert len(index) == 2
+    assert [chunk_id for chunk_id, _ in index.search("lighthouse", 5)] == [2]
+
+
+def test_missing_index_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(IndexNotFoundError, match="ingest"):
+        LexicalIndex.load(tmp_path)
+
+
+def test_damaged_file_is_an_index_error(tmp_path: Path) -> None:
+    (tmp_path / FILE_NAME).write_bytes(b"not a zip file at all")
+    with pytest.raises(IndexMismatchError, match="damaged"):
+        LexicalIndex.load(tmp_path)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="ids"):
+        LexicalIndex.build([1, 2], ["one text"])
+    with pytest.raises(ValueError, match="unique"):
+        LexicalIndex.build([1, 1], ["a lighthouse", "a harbour"])
+
+
+def test_japanese_is_split_into_character_ngrams() -> None:
+    tokens = raw_tokens("東京は日本の首都です。")
+    assert "首都" in tokens and "東京" in tokens and "首" in tokens
+    assert "東京は日本の首都です" not in tokens
+
+
+def test_cjk_text_is_findable() -> None:
+    texts = [
+        "東京は日本の首都です。人口は約千四百万人です。",
+        "富士山は日本で一番高い山です。",
+        "北京是中华人民共和国的首都。",
+        "The capital of France is Paris.",
+    ]
+    index = LexicalIndex.build([1, 2, 3, 4], texts)
+    assert index.search("富士山", 4)[0][0] == 2
+    assert index.search("日本の首都", 4)[0][0] == 1
+    assert index.search("北京", 4)[0][0] == 3
+    assert index.search("Paris", 4)[0][0] == 4
+
+
+def test_scripts_with_combining_marks_stay_whole_words() -> None:
+    assert raw_tokens("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    index = LexicalIndex.build([1, 2], ["हिन्दी भाषा भारत में बोली जाती है", "English text"])
+    assert index.search("हिन्दी", 2)[0][0] == 1
+
+
+def test_fullwidth_and_case_are_normalised() -> None:
+    assert raw_tokens("ＲＡＭ Ram") == ["ram", "ram"]
+
+
+def test_rebuild_with_reuse_equals_a_full_rebuild(index: LexicalIndex) -> None:
+    ids = [7, 55, 3000, 42, 9]  # 101 removed, 9 added
+    texts = [*TEXTS[1:], "A new chapter about lighthouses and the keeper's logbook."]
+    reused = LexicalIndex.build(ids, texts, reuse=index)
+    fresh = LexicalIndex.build(ids, texts)
+    assert len(reused) == 5
+    assert sorted(reused.vocab) == sorted(fresh.vocab)
+    for query in ("lighthouse keeper", "harbour", "spiral stairs", "railway", "logbook"):
+        got, want = reused.search(query, 5), fresh.search(query, 5)
+        assert [c for c, _ in got] == [c for c, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5)
+
+
+def test_stopwords_are_kept_by_default_and_dropped_on_request() -> None:
+    assert "the" in tokenize("the lighthouse")
+    assert "the" not in tokenize("the lighthouse", stopwords=True)
+    index = LexicalIndex.build([1, 2], ["The Who played", "a dog barked"])
+    assert index.search("the who", 2)[0][0] == 1
+    filtered = LexicalIndex.build([1, 2], ["The Who played", "a dog barked"], stopwords=True)
+    assert filtered.search("the", 2) == []
+    assert filtered.stopwords and not index.stopwords
+
+
+def test_settings_survive_save_and_load(tmp_path: Path) -> None:
+    LexicalIndex.build([1, 2], ["the cat", "a dog"], stopwords=True, k1=1.2, b=0.5).save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path)
+    assert (loaded.stopwords, loaded.k1, loaded.b) == (True, 1.2, 0.5)
+    assert loaded.search("the", 2) == []
