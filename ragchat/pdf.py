@@ -315,6 +315,8 @@ _SCRIPT_GROUPS = {
     "HANGUL": "CJK",
 }
 _SAMPLE_CHARS = 20_000
+# Scripts written without spaces between words: the word-length check does not apply.
+_UNSPACED_SCRIPTS = {"CJK", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"}
 
 
 def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
@@ -322,7 +324,9 @@ def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
     like real text: fewer than `min_chars` non-space characters, replacement/private-use/
     control characters (> 10% of them), too few letters (< 20%), or over 10% of the
     letters outside the two most common scripts (mojibake from fonts without a Unicode
-    map: Greek, Armenian, Lao... mixed). Checks a sample of <= 20k characters."""
+    map: Greek, Armenian, Lao... mixed), one character over half of the text ("aaaa"), or
+    in space-separated scripts, words longer than 25 characters on average. Checks a
+    sample of <= 20k characters (200k for word lengths)."""
     compact = "".join(text.split())
     if len(compact) < min_chars:
         return "almost no text"
@@ -344,6 +348,12 @@ def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
     top_two = sum(c for _, c in scripts.most_common(2))
     if top_two < 0.9 * total:
         return "letters from many unrelated scripts"
+    if Counter(compact).most_common(1)[0][1] > 0.5 * n:
+        return "one character repeated"
+    if scripts.most_common(1)[0][0] not in _UNSPACED_SCRIPTS:
+        tokens = text[:200_000].split()
+        if sum(map(len, tokens)) > 25 * len(tokens):
+            return "no word structure (words over 25 letters on average)"
     return None
 
 

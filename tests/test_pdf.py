@@ -188,6 +188,18 @@ def test_paragraphs_joined_and_separated() -> None:
     assert second.endswith("with the next one.")
 
 
+@pytest.mark.parametrize("primary", ["pypdf", "pdfium"])
+def test_paragraph_gap_found_from_layout(tmp_path: Path, primary: str) -> None:
+    # Every line is full, so only the extra vertical space tells the paragraphs apart.
+    full = "word " * 14
+    lines = [full + "one", full + "two", "", full + "three", full + "four"]
+    path = make_pdf(["\n".join(lines)], tmp_path / "gap.pdf")
+    doc = extract_document_inprocess(path, primary=primary, fallback=False)
+    assert doc.extractor == primary
+    first, second = doc.pages[0].text.split("\n\n")
+    assert first.endswith("two") and second.endswith("four") and "\n" not in first
+
+
 def test_code_like_lines_keep_single_breaks() -> None:
     code = ["x <- 1", "y <- 2", "print(x + y)"]
     assert build_paragraphs(code, set()) == "x <- 1\ny <- 2\nprint(x + y)"
@@ -230,6 +242,9 @@ def test_text_problem() -> None:
     assert text_problem("12 34 56 78 90 12 34 56 78 90 %% $$ ab") == "too few letters"
     mojibake = "ΘͨαβγδΔΖΗΘικλ ԱԲԳԴ ສະບາຍ ਸਤਿ ᏣᎳᎩ ཀཁག ሀሁሂ ᚠᚡᚢ"
     assert text_problem(mojibake) == "letters from many unrelated scripts"
+    assert text_problem("a" * 500 + " b") == "one character repeated"
+    assert text_problem("abcdefghijklmnopqrstuvwxyz" * 9) is not None
+    assert text_problem("ภาษาไทยไม่มีการเว้นวรรคระหว่างคำในประโยคยาวมากจริงๆนะ") is None
 
 
 # ----------------------------------------------------------------------------- pdfs-odd
