@@ -231,9 +231,9 @@ def index_path(args: argparse.Namespace, settings: Settings, value: str | None =
 # ---------------------------------------------------------------------------- output
 
 
-def _emit_json(obj: Any, out: TextIO = sys.stdout) -> None:
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    out.flush()
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def passage_json(p: Passage) -> dict[str, Any]:
@@ -342,7 +342,8 @@ def report_json(report: IngestReport) -> dict[str, Any]:
     }
 
 
-def print_report(report: IngestReport, out: TextIO = sys.stderr) -> None:
+def print_report(report: IngestReport, out: TextIO | None = None) -> None:
+    out = out or sys.stderr
     counts = report_json(report)["counts"]
     pages = sum(f.pages for f in report.files if f.status == "indexed")
     chunks = sum(f.chunks for f in report.files if f.status == "indexed")

@@ -23,9 +23,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path
-) -> Path:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Path:
     """Point ragchat's index dir and config at tmp_path, and keep the network off."""
     monkeypatch.setenv("RAGCHAT_INDEX_DIR", str(tmp_path / "indexes"))
     monkeypatch.setenv("RAGCHAT_CACHE_DIR", str(model_cache))

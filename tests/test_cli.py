@@ -27,8 +27,7 @@ def test_help_imports_no_heavy_library() -> None:
         "            pass\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -53,23 +52,31 @@ def test_ingest_json_search_json_and_exit_codes(
     assert set(entry) >= {"path", "status", "reason", "pages", "chunks"}
 
     assert main(["ingest", str(sample_pdf), str(bad), "--json", "--quiet"]) == 3
-    got = {Path(f["path"]).name: f["status"] for f in
-           json.loads(capsys.readouterr().out)["files"]}
+    got = {Path(f["path"]).name: f["status"] for f in json.loads(capsys.readouterr().out)["files"]}
     assert got == {"gull-point.pdf": "unchanged", "bad.pdf": "skipped"}
 
 
 def test_search_json_reads_stdin(tmp_path: Path, sample_pdf: Path) -> None:
     env = {**_env(tmp_path)}
-    subprocess.run([sys.executable, "-m", "ragchat.cli", "ingest", str(sample_pdf), "--quiet"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ragchat.cli", "ingest", str(sample_pdf), "--quiet"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "ragchat.cli", "search", "--json", "-k", "2", "-"],
         input="Who built the lighthouse?\n\nWhen was the light automated?\n",
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [x["query"] for x in lines] == ["Who built the lighthouse?",
-                                           "When was the light automated?"]
+    assert [x["query"] for x in lines] == [
+        "Who built the lighthouse?",
+        "When was the light automated?",
+    ]
     first = lines[0]["results"]
     assert len(first) == 2
     assert set(first[0]) >= {"doc", "path", "page", "page_end", "score", "text"}
@@ -78,8 +85,9 @@ def test_search_json_reads_stdin(tmp_path: Path, sample_pdf: Path) -> None:
     assert any("1962" in r["text"] for r in lines[1]["results"])
 
 
-def test_list_info_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                          sample_pdf: Path) -> None:
+def test_list_info_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample_pdf: Path
+) -> None:
     docs = tmp_path / "d"
     docs.mkdir()
     make_pdf(["Alpha beta gamma. Delta epsilon."], docs / "a.pdf")

@@ -33,8 +33,9 @@ BAKERY = (
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
-    return load_settings({"index_dir": tmp_path / "indexes", "chunk_tokens": 64,
-                          "chunk_overlap": 8})
+    return load_settings(
+        {"index_dir": tmp_path / "indexes", "chunk_tokens": 32, "chunk_overlap": 4}
+    )
 
 
 @pytest.fixture()
@@ -76,15 +77,19 @@ def test_rerun_is_unchanged_and_changed_file_is_reindexed(docs: Path, settings: 
         assert len(store.sources()) == 2
 
 
-def test_every_status_and_no_file_stops_the_run(tmp_path: Path, docs: Path,
-                                               settings: Settings) -> None:
+def test_every_status_and_no_file_stops_the_run(
+    tmp_path: Path, docs: Path, settings: Settings
+) -> None:
     odd = tmp_path / "odd"
     odd.mkdir()
     (odd / "notes.pdf").write_text("this is not a PDF at all")
     (odd / "truncated.pdf").write_bytes((docs / "light.pdf").read_bytes()[:300])
     make_pdf(["", ""], odd / "scan.pdf")  # pages without any text
-    report = ingest([docs / "light.pdf", odd, tmp_path / "missing.pdf"],
-                    settings.index_dir / "default", settings)
+    report = ingest(
+        [docs / "light.pdf", odd, tmp_path / "missing.pdf"],
+        settings.index_dir / "default",
+        settings,
+    )
     got = statuses(report)
     assert got["light.pdf"] == "indexed"
     assert got["notes.pdf"] == "skipped"
@@ -133,10 +138,10 @@ def test_prune_remove_and_rebuild(docs: Path, settings: Settings) -> None:
     assert "removed" in statuses(pruned).values()
     with IndexStore.open(index) as store:
         before = store.chunk_count()
-    report = rebuild(index, settings, chunk_tokens=32, chunk_overlap=4)
+    report = rebuild(index, settings, chunk_tokens=16, chunk_overlap=2)
     assert statuses(report) == {"light.pdf": "indexed"}
     with IndexStore.open(index) as store:
-        assert store.config.chunk_tokens == 32
+        assert store.config.chunk_tokens == 16
         assert store.chunk_count() > before
     retriever = open_retriever(index, settings)
     assert retriever.search("Tobias Wren keeper", 1)[0].doc == "light.pdf"
@@ -159,11 +164,21 @@ def test_kill_9_mid_ingest_keeps_committed_files_and_rerun_completes(tmp_path: P
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(40):
-        make_pdf([f"Document {i} talks about topic number {i}.\n" + BAKERY * 30] * 3,
-                 folder / f"doc{i:02}.pdf")
+        make_pdf(
+            [f"Document {i} talks about topic number {i}.\n" + BAKERY * 30] * 3,
+            folder / f"doc{i:02}.pdf",
+        )
     index = tmp_path / "indexes" / "killed"
-    cmd = [sys.executable, "-m", "ragchat.cli", "ingest", str(folder), "--index", str(index),
-           "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragchat.cli",
+        "ingest",
+        str(folder),
+        "--index",
+        str(index),
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     committed = 0

@@ -33,8 +33,16 @@ def add(store: IndexStore, path: str, texts: list[str], seed: int) -> np.ndarray
     pages = [Page(i + 1, t) for i, t in enumerate(texts)]
     chunks = [Chunk(t, i + 1, i + 1, 0, len(t), len(t.split())) for i, t in enumerate(texts)]
     vectors = unit(len(texts), seed)
-    store.add_source(path=path, sha256=f"sha-{path}", size=10, page_count=len(texts),
-                     extractor="pypdf", pages=pages, chunks=chunks, vectors=vectors)
+    store.add_source(
+        path=path,
+        sha256=f"sha-{path}",
+        size=10,
+        page_count=len(texts),
+        extractor="pypdf",
+        pages=pages,
+        chunks=chunks,
+        vectors=vectors,
+    )
     return vectors
 
 
