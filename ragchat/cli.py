@@ -347,7 +347,7 @@ def print_report(report: IngestReport, out: TextIO | None = None) -> None:
     counts = report_json(report)["counts"]
     pages = sum(f.pages for f in report.files if f.status == "indexed")
     chunks = sum(f.chunks for f in report.files if f.status == "indexed")
-    rate = f", {pages / report.seconds:.0f} pages/s" if report.seconds > 0 and pages else ""
+    rate = f", {pages / report.seconds:.0f} pages/s" if report.seconds > 0 and pages >= 20 else ""
     for f in report.files:
         if f.status in ("skipped", "failed", "removed"):
             print(f"  {f.status:8} {f.path}: {f.reason}", file=out)

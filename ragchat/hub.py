@@ -26,6 +26,9 @@ def configure_hub(allow_download: bool) -> None:
     else:
         for var in _OFFLINE_VARS:
             os.environ[var] = "1"
+        # Offline there is nothing to download, and transformers' "Loading weights" bar
+        # would only clutter ragchat's own progress output.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Telemetry is a network call too.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
