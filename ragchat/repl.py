@@ -1,0 +1,647 @@
+"""The interactive console (`ragchat chat`): a prompt_toolkit session over one index.
+
+The model loads in a background thread from the moment the console opens, so the user types
+the first question while it loads. Each answer runs in a worker thread that streams text
+through a queue; the main thread prints it and turns Ctrl-C into the answer's cancel Event,
+so a stopped answer never ends the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.styles import Style
+
+from ragchat.config import Settings
+from ragchat.errors import RagchatError
+from ragchat.prompting import Turn, page_label
+from ragchat.records import Passage
+from ragchat.retriever import Retriever
+
+if TYPE_CHECKING:
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+
+    from ragchat.generators import Generator
+    from ragchat.qa import Answer
+
+# name -> (argument, what it does)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "/help": ("", "this list"),
+    "/sources": ("", "the passages behind the last answer (* = cited)"),
+    "/k": ("N", "retrieve N passages per question"),
+    "/index": ("NAME", "switch to another index (no NAME: list them)"),
+    "/model": ("NAME", "load another model in the background (no NAME: list presets)"),
+    "/clear": ("", "forget the conversation (follow-ups start afresh)"),
+    "/quit": ("", "leave (Ctrl-D does too)"),
+}
+ALIASES = {"/exit": "/quit", "/q": "/quit", "/?": "/help"}
+MAX_K = 50
+SNIPPET_CHARS = 300
+
+STYLE = Style.from_dict(
+    {
+        "note": "#8a8a8a",
+        "query": "#8a8a8a italic",
+        "error": "ansired",
+        "prompt": "bold",
+        "cited": "ansigreen",
+        "bottom-toolbar": "noreverse #8a8a8a bg:default",
+    }
+)
+
+Event = tuple[str, Any]
+T = TypeVar("T")
+ProgressCallback = Callable[[int, int], None]
+
+
+# transformers switches torch's process-wide default dtype while it builds a model, so two
+# models loading at once (the embedder and the LM) corrupt each other's weights: loads take
+# turns under this lock.
+_LOAD_LOCK = threading.Lock()
+
+
+class Loading(Generic[T]):
+    """Runs `load(on_progress)` in a daemon thread, under the process's load lock, after
+    `after` has finished. The thread cannot be stopped: a replaced loading finishes in the
+    background and its result is dropped."""
+
+    def __init__(
+        self,
+        what: str,
+        load: Callable[[ProgressCallback], T],
+        after: Loading[Any] | None = None,
+    ) -> None:
+        self.what = what
+        self.started = time.perf_counter()
+        self.seconds: float | None = None  # loading time, once done
+        self.progress: tuple[int, int] | None = None  # bytes assembled/verified, of total
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.reported = False  # the failure was shown to the user
+        self._load = load
+        self._after = after
+        self._done = threading.Event()
+        self._running = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"load {what}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            if self._after is not None:
+                self._after.wait()
+            with _LOAD_LOCK:
+                self._running.set()
+                self.started = time.perf_counter()
+                self.value = self._load(self._on_progress)
+        except BaseException as exc:  # shown by the console, which keeps going
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - self.started
+            self._done.set()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress = (done, total)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once loading has finished (either way)."""
+        return self._done.wait(timeout)
+
+    def result(self) -> T:
+        """The loaded value (waits for it); raises the loading error as a RagchatError."""
+        self._done.wait()
+        if self.error is not None:
+            if isinstance(self.error, RagchatError):
+                raise self.error
+            raise RagchatError(
+                f"loading {self.what} failed: {type(self.error).__name__}: {self.error}"
+            ) from self.error
+        assert self.value is not None  # set whenever error is None
+        return self.value
+
+    def status(self) -> str:
+        """A few words for the toolbar: waiting, loading (with progress), ready or failed."""
+        if self.done:
+            return "failed" if self.error is not None else "ready"
+        if not self._running.is_set():
+            return "waiting"
+        text = f"loading {time.perf_counter() - self.started:.0f}s"
+        if self.progress and self.progress[0] < self.progress[1]:
+            done, total = self.progress
+            text += f", preparing {100 * done / max(total, 1):.0f}%"
+        return text
+
+
+def open_index(index_path: Path, settings: Settings) -> Loading[ChatRetriever]:
+    """Start opening the index at `index_path` (its embedder loads) in the background."""
+    return Loading(
+        f"index {index_path.name}", lambda on_progress: ChatRetriever.open(index_path, settings)
+    )
+
+
+def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loading[Generator]:
+    """Start loading the language model `spec` in the background."""
+
+    def load(on_progress: ProgressCallback) -> Generator:
+        from ragchat.generators import load_generator
+
+        return load_generator(spec, settings.replace(model=spec), on_progress)
+
+    return Loading(f"model {spec}", load, after)
+
+
+class ChatRetriever(Retriever):
+    """A Retriever that tells the console which query it searched with, so the rewritten
+    standalone form of a follow-up can be shown before its answer streams."""
+
+    on_query: Callable[[str], None] | None = None
+
+    @classmethod
+    def open(cls, index_path: Path, settings: Settings) -> ChatRetriever:
+        """Open the index at `index_path` (see retriever.open_retriever)."""
+        from ragchat.retriever import open_retriever
+
+        plain = open_retriever(index_path, settings)
+        return cls(plain.store, plain.embedder, plain.method)
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        if self.on_query is not None:
+            self.on_query(query)
+        return super().search(query, k)
+
+
+class SlashCompleter(Completer):
+    """Completes slash commands, index names after /index and presets after /model."""
+
+    def __init__(
+        self, index_names: Callable[[], Iterable[str]], model_names: Callable[[], Iterable[str]]
+    ) -> None:
+        self._choices = {"/index": index_names, "/model": model_names}
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterator[Completion]:
+        text = document.text_before_cursor
+        if not text.startswith("/"):
+            return
+        if " " not in text:
+            for name, (_, meta) in COMMANDS.items():
+                if name.startswith(text):
+                    yield Completion(name, -len(text), display_meta=meta)
+            return
+        command, _, arg = text.partition(" ")
+        names = self._choices.get(ALIASES.get(command, command))
+        if names is None:
+            return
+        arg = arg.lstrip()
+        for name in names():
+            if name.startswith(arg):
+                yield Completion(name, -len(arg))
+
+
+class ChatConsole:
+    """The chat loop. `history` holds this session's turns, `answers` every answer given
+    (cancelled ones too); `streaming` is set while answer text is arriving."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index_path: Path,
+        *,
+        pt_input: Input | None = None,
+        pt_output: Output | None = None,
+    ) -> None:
+        self.settings = settings
+        self.k = settings.k
+        self.history: list[Turn] = []
+        self.answers: list[Answer] = []
+        self.streaming = threading.Event()
+        # A missing index fails here, before the loop (cheap: no embedder yet). The embedder
+        # and the model then load in the background while the user types.
+        self.index_path = index_path
+        self.index_summary = _index_summary(index_path)
+        _quiet_libraries(settings)
+        self.index = open_index(index_path, settings)
+        self.model = load_model(settings.model, settings, after=self.index)
+        self.session: PromptSession[str] = PromptSession(
+            history=_history(settings.cache_dir),
+            completer=SlashCompleter(self._index_names, _preset_names),
+            bottom_toolbar=self._toolbar,
+            refresh_interval=0.5,
+            style=STYLE,
+            input=pt_input,
+            output=pt_output,
+        )
+        self.out: Output = self.session.output
+
+    # ------------------------------------------------------------------ output
+
+    def _print(self, *parts: tuple[str, str] | str, end: str = "\n") -> None:
+        fragments = FormattedText([("", p) if isinstance(p, str) else p for p in parts])
+        print_formatted_text(fragments, end=end, style=STYLE, output=self.out)
+
+    def _note(self, text: str) -> None:
+        self._print(("class:note", text))
+
+    def _error(self, text: str) -> None:
+        self._print(("class:error", f"error: {text}"))
+
+    def _redraw_line(self, text: str) -> None:
+        """Overwrite the current line (for the loading note that counts up)."""
+        self.out.write_raw("\r")
+        self.out.erase_end_of_line()
+        self._print(("class:note", text), end="")
+
+    def _toolbar(self) -> FormattedText:
+        index = self.index_path.name
+        if not self.index.done or self.index.error is not None:
+            index += f" ({self.index.status()})"
+        text = (
+            f" index {index} · {self.model.what} ({self.model.status()}) · k={self.k}"
+            " · /help lists commands"
+        )
+        return FormattedText([("class:bottom-toolbar", text)])
+
+    def _index_names(self) -> list[str]:
+        from ragchat.store import list_indexes
+
+        return [p.name for p in list_indexes(self.settings.index_dir)]
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> int:
+        """Read questions and commands until /quit or Ctrl-D; returns the exit status (0)."""
+        self._print(
+            ("class:prompt", "ragchat chat"),
+            f" — {self.index_summary} · {self.model.what} (loading in the background)",
+        )
+        self._note(
+            "Ask a question about your documents; follow-ups use the conversation. "
+            "/help lists commands; Ctrl-C stops an answer, Ctrl-D quits."
+        )
+        try:
+            while True:
+                self._report_failures()
+                try:
+                    line = self.session.prompt(FormattedText([("class:prompt", "> ")]))
+                except KeyboardInterrupt:  # Ctrl-C at the prompt: clear the line
+                    continue
+                except EOFError:
+                    return 0
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    if line.startswith("/"):
+                        if self._command(line) == "quit":
+                            return 0
+                    else:
+                        self.ask(line)
+                except RagchatError as exc:
+                    self._error(str(exc))
+                except KeyboardInterrupt:  # during a command (/index waiting for a load)
+                    self._note("[stopped]")
+        finally:
+            self._close_index(self.index)
+
+    def _report_failures(self) -> None:
+        """Show a background load that failed since the last prompt, once."""
+        for loading in (self.index, self.model):
+            if loading.done and loading.error is not None and not loading.reported:
+                loading.reported = True
+                try:
+                    loading.result()
+                except RagchatError as exc:
+                    hint = " (/model NAME loads another)" if loading is self.model else ""
+                    self._error(f"{exc}{hint}")
+
+    @staticmethod
+    def _close_index(index: Loading[ChatRetriever]) -> None:
+        """Close a retriever once it has opened (a load still running is left to finish)."""
+        if index.done and index.value is not None:
+            index.value.close()
+
+    # ------------------------------------------------------------------ answering
+
+    def ask(self, question: str) -> Answer | None:
+        """Answer one question, streaming it; Ctrl-C (KeyboardInterrupt) stops it. Returns
+        the answer (cancelled ones too), or None when stopped before generation began."""
+        cancel = threading.Event()
+        events: queue.Queue[Event] = queue.Queue()
+        worker = threading.Thread(
+            target=self._work,
+            args=(question, tuple(self.history), self.k, cancel, events),
+            name="answer",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            result = self._consume(question, events)
+        except KeyboardInterrupt:
+            cancel.set()
+            while worker.is_alive():
+                with contextlib.suppress(KeyboardInterrupt):  # pressed again: stopping anyway
+                    worker.join(0.1)
+            result = _final(events)
+            self._print(("class:note", " [stopped]"))
+        finally:
+            self.streaming.clear()
+        if result is None:
+            return None
+        self.answers.append(result)
+        if not result.cancelled:
+            # The standalone form, so later follow-ups are condensed from explicit questions.
+            self.history.append(Turn(result.standalone_question or question, result.text))
+        return result
+
+    def _work(
+        self,
+        question: str,
+        history: Sequence[Turn],
+        k: int,
+        cancel: threading.Event,
+        events: queue.Queue[Event],
+    ) -> None:
+        """Worker thread: wait for the index and model if needed, then run qa.answer. Every
+        outcome ends with one ("done", Answer | None) or ("error", exception) event."""
+        from ragchat.qa import answer
+
+        try:
+            waited = 0.0
+            for loading in (self.index, self.model):
+                if loading.done:
+                    continue
+                started = time.perf_counter()
+                events.put(("loading", loading))
+                while not loading.wait(0.1):
+                    if cancel.is_set():
+                        events.put(("done", None))
+                        return
+                waited += time.perf_counter() - started
+                events.put(("loaded", loading))
+            retriever = self.index.result()
+            generator = self.model.result()
+            retriever.on_query = lambda query: events.put(("query", query))
+            try:
+                result = answer(
+                    question,
+                    retriever,
+                    generator,
+                    k=k,
+                    max_new_tokens=self.settings.max_new_tokens,
+                    history=history,
+                    on_text=lambda text: events.put(("text", text)),
+                    cancel=cancel,
+                    load_s=waited,
+                )
+            finally:
+                retriever.on_query = None
+            events.put(("done", result))
+        except BaseException as exc:  # handed to the main thread, which decides
+            events.put(("error", exc))
+
+    def _consume(self, question: str, events: queue.Queue[Event]) -> Answer | None:
+        """Print the worker's events until it is done; returns its answer."""
+        loading: Loading[Any] | None = None
+        at_line_start = True
+        last_redraw = 0.0
+        while True:
+            try:
+                kind, value = events.get(timeout=0.1)
+            except queue.Empty:
+                if loading is not None and time.perf_counter() - last_redraw > 0.5:
+                    self._redraw_line(f"{loading.what}: {loading.status()}…")
+                    last_redraw = time.perf_counter()
+                continue
+            if kind == "loading":
+                loading = value
+                self._redraw_line(f"{value.what}: {value.status()}…")
+                last_redraw = time.perf_counter()
+                at_line_start = False
+            elif kind == "loaded":
+                loading = None
+                verdict = "failed" if value.error is not None else "ready"
+                self._redraw_line(f"{value.what}: {verdict} ({value.seconds:.1f}s)")
+                self._print("")
+                value.reported = True  # its error, if any, is raised just below
+                at_line_start = True
+            elif kind == "query":
+                if " ".join(value.split()).lower() != " ".join(question.split()).lower():
+                    self._print(("class:query", f"→ {value}"))
+            elif kind == "text":
+                if at_line_start:
+                    value = value.lstrip()
+                if value:
+                    self.streaming.set()
+                    self._print(value, end="")
+                    at_line_start = value.endswith("\n")
+            elif kind == "error":
+                if not at_line_start:
+                    self._print("")
+                raise value
+            elif kind == "done":
+                if not at_line_start:
+                    self._print("")
+                if value is not None:
+                    self._after_answer(value)
+                return value  # type: ignore[no-any-return]
+
+    def _after_answer(self, result: Answer) -> None:
+        if result.abstained and result.passages:
+            self._note("(the retrieved passages don't answer this; /sources shows them)")
+        self._note(timing_line(result))
+
+    # ------------------------------------------------------------------ commands
+
+    def _command(self, line: str) -> str | None:
+        """Run a slash command; returns "quit" to leave."""
+        name, _, arg = line.partition(" ")
+        name = ALIASES.get(name.lower(), name.lower())
+        arg = arg.strip()
+        if name == "/quit":
+            return "quit"
+        if name == "/help":
+            for command, (argument, text) in COMMANDS.items():
+                self._print(("class:prompt", f"{command} {argument}".ljust(14)), text)
+            self._note("Anything else is a question. Ctrl-C stops an answer; Ctrl-D quits.")
+        elif name == "/sources":
+            self._sources()
+        elif name == "/k":
+            self._set_k(arg)
+        elif name == "/index":
+            self._switch_index(arg)
+        elif name == "/model":
+            self._switch_model(arg)
+        elif name == "/clear":
+            self.history.clear()
+            self._note("conversation forgotten; the next question starts afresh")
+        else:
+            close = difflib.get_close_matches(name, [*COMMANDS, *ALIASES], n=1)
+            hint = f" — did you mean {close[0]}?" if close else ""
+            self._print(("class:error", f"unknown command {name}{hint}"))
+            self._note("/help lists the commands; a line not starting with / is a question")
+        return None
+
+    def _sources(self) -> None:
+        if not self.answers:
+            self._note("no answer yet: ask a question first")
+            return
+        last = self.answers[-1]
+        shown = last.retrieved or last.passages
+        if not shown:
+            self._note("the last answer had no passages (the index found nothing)")
+            return
+        given = {p.chunk_id for p in last.passages}
+        cited = {
+            last.passages[c.number - 1].chunk_id
+            for c in last.citations
+            if 0 < c.number <= len(last.passages)
+        }
+        for rank, p in enumerate(shown, 1):
+            mark = ("class:cited", "  * cited") if p.chunk_id in cited else ""
+            extra = "" if p.chunk_id in given else "  (not given to the model: over budget)"
+            self._print(
+                ("class:prompt", f"{rank}. {p.doc} {page_label(p.page, p.page_end)}"),
+                ("class:note", f"  score {p.score:.3f}{extra}"),
+                mark,
+            )
+            text = " ".join(p.text.split())
+            if len(text) > SNIPPET_CHARS:
+                text = text[:SNIPPET_CHARS] + "…"
+            self._print(f"   {text}")
+
+    def _set_k(self, arg: str) -> None:
+        try:
+            k = int(arg)
+        except ValueError:
+            k = 0
+        if not 1 <= k <= MAX_K:
+            self._print(
+                ("class:error", f"usage: /k N with N from 1 to {MAX_K}"), f" (now k={self.k})"
+            )
+            return
+        self.k = k
+        self._note(f"k = {k}: each question retrieves {k} passages")
+
+    def _switch_index(self, arg: str) -> None:
+        from ragchat.store import resolve_index_path
+
+        if not arg:
+            names = self._index_names()
+            listed = ", ".join(names) if names else f"none in {self.settings.index_dir}"
+            self._note(f"current: {self.index_path.name}; indexes: {listed}")
+            return
+        path = resolve_index_path(arg, self.settings.index_dir)
+        summary = _index_summary(path)  # a missing index fails here; the old one stays
+        old = self.index
+        self.index = open_index(path, self.settings)
+        self.index_path, self.index_summary = path, summary
+        self._close_index(old)
+        self._note(f"now searching {summary}; the conversation is kept (/clear forgets it)")
+
+    def _switch_model(self, arg: str) -> None:
+        if not arg:
+            self._note(f"current: {self.model.what} ({self.model.status()})")
+            self._note("presets: " + ", ".join(_preset_names()) + "; or a folder, .gguf or hub id")
+            return
+        self.model = load_model(arg, self.settings, after=None)
+        self._note(f"loading model {arg} in the background; the next question waits for it")
+
+
+def timing_line(result: Answer) -> str:
+    """`3 passages (1 cited) · retrieve 0.05s · first token 1.2s · total 4.1s · 20 tokens at
+    15.3 tok/s` (+ the wait for the model when there was one)."""
+    t = result.timings
+    parts = [f"{len(result.passages)} passages ({len(result.citations)} cited)"]
+    if t.load_s > 0.05:
+        parts.append(f"waited {t.load_s:.1f}s for the model")
+    parts.append(f"retrieve {t.retrieve_s:.2f}s")
+    if t.first_token_s is not None:
+        parts.append(f"first token {t.first_token_s:.2f}s")
+    parts.append(f"total {t.total_s:.1f}s")
+    parts.append(f"{t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s")
+    return " · ".join(parts)
+
+
+def _final(events: queue.Queue[Event]) -> Answer | None:
+    """The answer of a stopped worker (its last "done" event), ignoring unprinted text."""
+    result: Answer | None = None
+    while True:
+        try:
+            kind, value = events.get_nowait()
+        except queue.Empty:
+            return result
+        if kind == "done":
+            result = value
+        elif kind == "error" and not isinstance(value, RagchatError):
+            raise value
+
+
+def _history(cache_dir: Path) -> History:
+    """Questions remembered across sessions in cache_dir/chat-history (in memory when the
+    cache folder cannot be written)."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_dir / "chat-history"
+        path.touch()
+        return FileHistory(str(path))
+    except OSError:
+        return InMemoryHistory()
+
+
+def _index_summary(index_path: Path) -> str:
+    """`index NAME (2 files, 40 chunks)`; IndexNotFoundError when there is none."""
+    from ragchat.store import IndexStore
+
+    with IndexStore.open(index_path) as store:
+        sources = store.sources()
+    chunks = sum(s.chunks for s in sources)
+    files = "file" if len(sources) == 1 else "files"
+    return f"index {index_path.name} ({len(sources)} {files}, {chunks} chunks)"
+
+
+def _quiet_libraries(settings: Settings) -> None:
+    """Turn off transformers' progress bars and warnings: written from the loading thread
+    they would tear through the prompt; the toolbar shows loading progress instead."""
+    from ragchat.hub import configure_hub
+
+    configure_hub(settings.allow_download)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def _preset_names() -> list[str]:
+    from ragchat.models import PRESETS
+
+    return list(PRESETS)
+
+
+def run_repl(
+    settings: Settings,
+    index_path: Path,
+    *,
+    pt_input: Input | None = None,
+    pt_output: Output | None = None,
+) -> int:
+    """The `ragchat chat` console over the index at `index_path`; returns the exit status.
+    `pt_input`/`pt_output` are prompt_toolkit Input/Output (tests pass a pipe input);
+    None means the terminal. Raises IndexNotFoundError etc. before the loop starts."""
+    return ChatConsole(settings, index_path, pt_input=pt_input, pt_output=pt_output).run()
