@@ -3,6 +3,7 @@
     python bench/odd_pdfs.py [--bench DIR] [--timeout S]   # pdfs-odd, fallback off vs on
     python bench/odd_pdfs.py --qa                          # + qa-public: pypdf vs pdfium
     python bench/odd_pdfs.py --long R-exts.pdf             # + one pdfs-long manual: speed
+    python bench/odd_pdfs.py --skip-odd --overhead         # worker start-up cost only
 
 pdfs-odd: every file through `extract_document` (worker process, time limit) twice,
 without and with the PDFium fallback, passwords from manifest.jsonl; prints status counts,
@@ -165,6 +166,34 @@ def run_long(bench: Path, name: str) -> None:
         )
 
 
+def run_overhead(repeats: int = 20) -> None:
+    """Per-file cost of the worker process: a one-page PDF through the worker vs in-process."""
+    import statistics
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from pdfmaker import make_pdf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_pdf(["a tiny page of text for timing"], Path(tmp) / "tiny.pdf")
+        start = time.perf_counter()
+        extract_document(path)
+        first = time.perf_counter() - start
+        worker, inprocess = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            extract_document(path)
+            worker.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            extract_document_inprocess(path)
+            inprocess.append(time.perf_counter() - start)
+    print(
+        f"\nworker overhead: first call {first * 1000:.0f} ms (starts the fork server); then"
+        f" median {statistics.median(worker) * 1000:.1f} ms per file via the worker vs"
+        f" {statistics.median(inprocess) * 1000:.1f} ms in-process"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bench", type=Path, default=DEFAULT_BENCH, help="shared bench folder")
@@ -172,8 +201,11 @@ def main() -> int:
     parser.add_argument("--qa", action="store_true", help="also measure qa-public")
     parser.add_argument("--long", action="append", default=[], help="also time this manual")
     parser.add_argument("--skip-odd", action="store_true", help="do not run pdfs-odd")
+    parser.add_argument("--overhead", action="store_true", help="time the worker start-up")
     args = parser.parse_args()
     escaped = 0 if args.skip_odd else run_odd(args.bench, args.timeout)
+    if args.overhead:
+        run_overhead()
     if args.qa:
         run_qa(args.bench)
     for name in args.long:

@@ -706,7 +706,10 @@ def _mp_context() -> multiprocessing.context.BaseContext:
         ctx = multiprocessing.get_context("forkserver")
     except ValueError:
         return multiprocessing.get_context("spawn")
-    ctx.set_forkserver_preload(["__main__", "ragchat.pdf", "pypdf", "pypdfium2"])
+    # pypdf imports filters/codecs lazily on the first page: preload them too.
+    ctx.set_forkserver_preload(
+        ["__main__", "ragchat.pdf", "pypdf", "pypdf.filters", "pypdf._codecs", "pypdfium2"]
+    )
     return ctx
 
 

@@ -256,13 +256,25 @@ def test_odd_slow_file_hits_time_limit(odd: Path) -> None:
     assert time.monotonic() - start < 4
 
 
-def test_odd_aes_non_ascii_password_via_pdfium(odd: Path) -> None:
-    # AES needs the 'cryptography' package in pypdf; PDFium reads it (SASLprep applied).
-    doc = extract_document(odd / "pdfjs__saslprep-r6.pdf", password="SªSL\u00adprep")
+@pytest.mark.parametrize("fallback", [False, True])
+def test_odd_aes_non_ascii_passwords(odd: Path, fallback: bool) -> None:
+    # AES-256 R6 with passwords that need UTF-8 and SASLprep; pypdf needs 'cryptography'.
+    if not fallback:
+        pytest.importorskip("cryptography", reason="pypdf reads AES only with cryptography")
+    doc = extract_document(
+        odd / "pdfjs__saslprep-r6.pdf", password="SªSL\u00adprep", fallback=fallback
+    )
     assert "Hello" in doc.pages[0].text
-    doc = extract_document(odd / "pdfjs__issue6010_2.pdf", password="æøå")
+    doc = extract_document(odd / "pdfjs__issue6010_2.pdf", password="æøå", fallback=fallback)
     assert doc.pages[0].text.startswith("Issue 6010")
-    _expect_error(odd / "pdfjs__issue6010_2.pdf", "failed", "--password")
+    _expect_error(odd / "pdfjs__issue6010_2.pdf", "failed", "--password", fallback=fallback)
+
+
+def test_odd_aes_through_pdfium(odd: Path) -> None:
+    # PDFium alone (no SASLprep of its own: ragchat tries the SASLprep form of the password).
+    path = odd / "pdfjs__saslprep-r6.pdf"
+    doc = extract_document_inprocess(path, password="SªSL\u00adprep", primary="pdfium")
+    assert doc.extractor == "pdfium" and "Hello" in doc.pages[0].text
 
 
 def test_odd_garbled_pypdf_text_replaced_by_pdfium(odd: Path) -> None:
