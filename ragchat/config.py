@@ -40,6 +40,7 @@ class Settings:
     k: int = 5
     # extraction
     pdf_timeout_s: float = 60.0
+    extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)
     fallback_extractor: bool = True
     # generation side
     model: str = "qwen0.5b"

@@ -256,6 +256,7 @@ def _prepare_all(
                 password=password,
                 timeout_s=settings.pdf_timeout_s,
                 fallback=settings.fallback_extractor,
+                primary=settings.extractor,
                 on_page=lambda done, total: progress(
                     IngestProgress("extract", str(path), done, total)
                 ),
