@@ -315,6 +315,8 @@ class ChatConsole:
                         self.ask(line)
                 except RagchatError as exc:
                     self._error(str(exc))
+                    if exc is self.model.error:
+                        self._note("/model NAME loads another model")
                 except KeyboardInterrupt:  # during a command (/index waiting for a load)
                     self._note("[stopped]")
         finally:
@@ -328,8 +330,9 @@ class ChatConsole:
                 try:
                     loading.result()
                 except RagchatError as exc:
-                    hint = " (/model NAME loads another)" if loading is self.model else ""
-                    self._error(f"{exc}{hint}")
+                    self._error(str(exc))
+                    if loading is self.model:
+                        self._note("/model NAME loads another model")
 
     @staticmethod
     def _close_index(index: Loading[ChatRetriever]) -> None:
