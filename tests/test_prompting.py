@@ -1,0 +1,241 @@
+"""Prompt formats, budget filling, citation rendering and abstention detection (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tinymodels import MISTRAL_TEMPLATE, PHI3_TEMPLATE
+
+from ragchat.prompting import (
+    ABSTAIN,
+    FEW_SHOT,
+    ChatTemplateFormat,
+    InstructFormat,
+    Message,
+    Turn,
+    build_rag_prompt,
+    clean_condensed,
+    condense_question,
+    fold_system,
+    format_passage,
+    is_abstention,
+    page_label,
+    prompt_format_for,
+    render_citations,
+)
+from ragchat.records import Passage
+
+
+def words(text: str) -> int:
+    """A stand-in token counter: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def passage(i: int, text: str, page: int = 1, page_end: int | None = None) -> Passage:
+    return Passage(i, f"doc{i}.pdf", f"/x/doc{i}.pdf", page, page_end or page, 1.0 - i / 100, text)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Real tokenizer objects carrying the real templates (no model weights needed)."""
+    from tinymodels import _fast_tokenizer, _train_tokenizer
+
+    out: dict[str, object] = {}
+    tok = _train_tokenizer(["<unk>", "<s>", "</s>"])
+    mistral = _fast_tokenizer(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    mistral.chat_template = MISTRAL_TEMPLATE
+    out["mistral"] = mistral
+    phi3 = _fast_tokenizer(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    phi3.chat_template = PHI3_TEMPLATE
+    out["phi3"] = phi3
+    out["plain"] = _fast_tokenizer(tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return out
+
+
+def test_instruct_format_folds_system_and_history() -> None:
+    fmt = InstructFormat()
+    text = fmt.render(
+        [
+            Message("system", "Be brief."),
+            Message("user", "Q1?"),
+            Message("assistant", "A1"),
+            Message("user", "Q2?"),
+        ]
+    )
+    assert text == "Instruct: Be brief.\n\nQ1?\nOutput: A1\nInstruct: Q2?\nOutput:"
+
+
+def test_format_choice(tokenizers: dict[str, object]) -> None:
+    assert isinstance(prompt_format_for(tokenizers["plain"]), InstructFormat)  # type: ignore[arg-type]
+    assert isinstance(prompt_format_for(None), InstructFormat)
+    assert isinstance(prompt_format_for(tokenizers["phi3"]), ChatTemplateFormat)  # type: ignore[arg-type]
+
+
+def test_chat_template_with_system_role(tokenizers: dict[str, object]) -> None:
+    fmt = prompt_format_for(tokenizers["phi3"])  # type: ignore[arg-type]
+    text = fmt.render([Message("system", "S"), Message("user", "U")])
+    assert text == "<|system|>\nS<|end|>\n<|user|>\nU<|end|>\n<|assistant|>\n"
+
+
+def test_template_without_system_role_gets_it_folded(tokenizers: dict[str, object]) -> None:
+    fmt = prompt_format_for(tokenizers["mistral"])  # type: ignore[arg-type]
+    messages = [
+        Message("system", "S"),
+        Message("user", "U1"),
+        Message("assistant", "A1"),
+        Message("user", "U2"),
+    ]
+    assert fmt.render(messages) == "<s>[INST] S\n\nU1 [/INST]A1</s>[INST] U2 [/INST]"
+    # and it keeps working on later calls
+    assert fmt.render(messages[:2]) == "<s>[INST] S\n\nU1 [/INST]"
+
+
+def test_fold_system_without_system_is_unchanged() -> None:
+    messages = [Message("user", "U")]
+    assert fold_system(messages) == messages
+
+
+def test_passage_labels() -> None:
+    assert page_label(3, 3) == "p.3"
+    assert page_label(3, 4) == "p.3–4"
+    assert format_passage(2, passage(0, "a  b\n c", 3, 4)) == "[2] (doc0.pdf p.3–4) a b c"
+
+
+def test_rag_prompt_takes_passages_best_first_within_budget() -> None:
+    fmt = InstructFormat()
+    ps = [passage(i, " ".join(["word"] * 50)) for i in range(6)]
+    empty = build_rag_prompt("Q?", [], fmt=fmt, count_tokens=words, budget_tokens=10_000)
+    fixed = words(empty.text)
+    prompt = build_rag_prompt(
+        "Q?", ps, fmt=fmt, count_tokens=words, budget_tokens=fixed + 3 * 55 + 10
+    )
+    assert prompt.passages == tuple(ps[:3])
+    assert words(prompt.text) <= fixed + 3 * 55 + 10
+    assert prompt.prompt_tokens == words(prompt.text)
+    assert "[1] (doc0.pdf p.1)" in prompt.text and "[3] (doc2.pdf p.1)" in prompt.text
+    assert "[4]" not in prompt.text
+    assert prompt.text.index("[1] (doc0") < prompt.text.index("[2] (doc1")
+    assert "Q?" in prompt.text and prompt.text.endswith("Output:")
+    assert "\nInstruct:" in prompt.stop
+
+
+def test_rag_prompt_skips_a_long_passage_for_shorter_later_ones() -> None:
+    fmt = InstructFormat()
+    fixed = words(build_rag_prompt("Q?", [], fmt=fmt, count_tokens=words, budget_tokens=9999).text)
+    ps = [passage(0, "a " * 40), passage(1, "b " * 400), passage(2, "c " * 40)]
+    prompt = build_rag_prompt("Q?", ps, fmt=fmt, count_tokens=words, budget_tokens=fixed + 100)
+    assert prompt.passages == (ps[0], ps[2])
+    assert "[2] (doc2.pdf" in prompt.text  # renumbered as included
+
+
+def test_rag_prompt_cuts_the_first_passage_when_nothing_fits() -> None:
+    fmt = InstructFormat()
+    examples = words(
+        build_rag_prompt("Q?", [], fmt=fmt, count_tokens=words, budget_tokens=9999).text
+    )
+    ps = [passage(0, "a " * 2000)]
+    prompt = build_rag_prompt("Q?", ps, fmt=fmt, count_tokens=words, budget_tokens=examples + 300)
+    assert prompt.passages == (ps[0],)
+    assert prompt.prompt_tokens <= examples + 300
+    assert "…" in prompt.text
+
+
+def test_worked_examples_are_dropped_in_a_tiny_window() -> None:
+    fmt = InstructFormat()
+    ps = [passage(0, "a " * 60)]
+    roomy = build_rag_prompt("Q?", ps, fmt=fmt, count_tokens=words, budget_tokens=5000)
+    assert FEW_SHOT[0].answer in roomy.text
+    tight = build_rag_prompt("Q?", ps, fmt=fmt, count_tokens=words, budget_tokens=150)
+    assert FEW_SHOT[0].answer not in tight.text
+    assert tight.passages == (ps[0],)
+    assert tight.prompt_tokens <= 150
+
+
+def test_rag_prompt_instruction_and_history() -> None:
+    fmt = InstructFormat()
+    prompt = build_rag_prompt(
+        "When did he die?",
+        [passage(0, "Tesla died in 1943.")],
+        fmt=fmt,
+        count_tokens=words,
+        budget_tokens=5000,
+        history=[Turn("Who was Tesla?", "An inventor [doc0.pdf p.1]")],
+    )
+    assert ABSTAIN in prompt.text
+    assert "Who was Tesla?" in prompt.text
+    assert prompt.text.index("Who was Tesla?") < prompt.text.index("Tesla died in 1943.")
+    assert prompt.text.rstrip().endswith("Question: When did he die?\nOutput:")
+
+
+def test_render_citations() -> None:
+    given = [passage(0, "x", 3), passage(1, "y", 5, 6), passage(2, "z", 9)]
+    text, cites = render_citations("Paris [1].", given)
+    assert text == "Paris [doc0.pdf p.3]."
+    assert [(c.doc, c.page, c.page_end) for c in cites] == [("doc0.pdf", 3, 3)]
+
+    text, cites = render_citations("It is A [2][3] and B [1, 2].", given)
+    assert text == "It is A [doc1.pdf p.5–6][doc2.pdf p.9] and B [doc0.pdf p.3][doc1.pdf p.5–6]."
+    assert [c.number for c in cites] == [2, 3, 1]
+
+    text, cites = render_citations("Paris [7].", given)  # a passage that was never given
+    assert text == "Paris."
+    assert cites == []
+
+    text, _ = render_citations("See [Passage 2] and [1-2].", given)
+    assert text == "See [doc1.pdf p.5–6] and [doc0.pdf p.3][doc1.pdf p.5–6]."
+    assert render_citations("no markers", given) == ("no markers", [])
+    assert render_citations("the list [a] stays", given)[0] == "the list [a] stays"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ABSTAIN,
+        "The documents don't say.",
+        "the documents do not say",
+        "The passages do not mention who won.",
+        "This is not mentioned in the passages.",
+        "There is no information about that.",
+        "I don't know.",
+        "Answer: The documents don’t say.",
+        "The provided context does not contain the answer.",
+    ],
+)
+def test_abstention_detected(text: str) -> None:
+    assert is_abstention(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Paris [1]", "In 1943 [2].", "The documents were signed in 1900 [1].", "", "No, it was ABC."],
+)
+def test_answers_are_not_abstentions(text: str) -> None:
+    assert not is_abstention(text)
+
+
+def test_condense_prompt_and_cleaning() -> None:
+    fmt = InstructFormat()
+    prompt = condense_question(
+        [Turn("Who was Nikola Tesla?", "An inventor [a.pdf p.1]")], "and when did he die?", fmt
+    )
+    assert "Nikola Tesla" in prompt and "and when did he die?" in prompt
+    assert prompt.startswith("Instruct:") and prompt.endswith("Output:")
+    assert clean_condensed(' "When did Nikola Tesla die?"\nmore', "q") == (
+        "When did Nikola Tesla die?"
+    )
+    assert clean_condensed("Rewritten question: When did he die?", "q") == "When did he die?"
+    assert clean_condensed("", "and when?") == "and when?"
+    assert clean_condensed("x" * 1000, "and when?") == "and when?"
+
+
+def test_prompting_needs_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import ragchat.prompting, sys; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "False"
