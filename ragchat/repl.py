@@ -150,9 +150,12 @@ class Loading(Generic[T]):
 
 def open_index(index_path: Path, settings: Settings) -> Loading[ChatRetriever]:
     """Start opening the index at `index_path` (its embedder loads) in the background."""
-    return Loading(
-        f"index {index_path.name}", lambda on_progress: ChatRetriever.open(index_path, settings)
-    )
+
+    def load(on_progress: ProgressCallback) -> ChatRetriever:
+        _quiet_libraries(settings)
+        return ChatRetriever.open(index_path, settings)
+
+    return Loading(f"index {index_path.name}", load)
 
 
 def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loading[Generator]:
@@ -161,6 +164,7 @@ def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loa
     def load(on_progress: ProgressCallback) -> Generator:
         from ragchat.generators import load_generator
 
+        _quiet_libraries(settings)
         return load_generator(spec, settings.replace(model=spec), on_progress)
 
     return Loading(f"model {spec}", load, after)
@@ -236,7 +240,6 @@ class ChatConsole:
         # and the model then load in the background while the user types.
         self.index_path = index_path
         self.index_summary = _index_summary(index_path)
-        _quiet_libraries(settings)
         self.index = open_index(index_path, settings)
         self.model = load_model(settings.model, settings, after=self.index)
         self.session: PromptSession[str] = PromptSession(
