@@ -44,6 +44,7 @@ class Timings:
     prompt_tokens: int
     gen_tokens: int
     tok_per_s: float
+    condense_s: float = 0.0  # rewriting a follow-up into a standalone question
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,46 @@ class Answer:
     retrieved: tuple[Passage, ...] = field(default=(), repr=False)
 
 
+_FOLLOW_UP = re.compile(
+    r"^(and|but|so|also|what about|how about)\b|\b(he|she|him|his|her|hers|it|its|they|them|"
+    r"their|theirs|this|that|these|those|there|then)\b",
+    re.IGNORECASE,
+)
+_UNRESOLVED = re.compile(r"\b(he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
+
+
+def is_follow_up(question: str) -> bool:
+    """Whether a question leans on the conversation (pronouns, "and …", very short)."""
+    return bool(_FOLLOW_UP.search(question)) or len(question.split()) <= 3
+
+
 def standalone(question: str, history: Sequence[Turn], generator: Generator) -> str:
     """Rewrite a follow-up ("and when did he die?") into a question that stands alone,
-    using the conversation; the question itself when there is no history."""
-    if not history:
+    using the conversation; the question itself when there is no history or it needs none.
+
+    Small models often fail at the rewrite (they answer, or string earlier questions
+    together), so an implausible rewrite is replaced by the previous question followed by
+    this one: crude, but retrieval then sees what the pronouns point at."""
+    if not history or not is_follow_up(question):
         return question
     prompt = condense_question(history, question, generator.prompt_format)
     pieces = generator.stream(
         prompt, max_new_tokens=CONDENSE_MAX_TOKENS, stop=(*generator.prompt_format.stop, "\n")
     )
-    return clean_condensed("".join(pieces), question)
+    rewritten = clean_condensed("".join(pieces), question)
+    if _plausible_rewrite(rewritten, question, history):
+        return rewritten
+    return f"{history[-1].question.strip()} {question.strip()}"
+
+
+def _plausible_rewrite(rewritten: str, question: str, history: Sequence[Turn]) -> bool:
+    return (
+        rewritten.strip() != question.strip()
+        and rewritten.count("?") <= 1
+        and len(rewritten.split()) <= len(question.split()) + 20
+        and all(rewritten.strip() != t.question.strip() for t in history)
+        and not _UNRESOLVED.search(rewritten)
+    )
 
 
 class CitationStream:
@@ -85,6 +116,7 @@ class CitationStream:
         self._passages = passages
         self._emit = emit
         self._pending = ""
+        self._last = " "  # the last character shown, to avoid doubled spaces
 
     def feed(self, piece: str) -> None:
         text = self._pending + piece
@@ -94,14 +126,23 @@ class CitationStream:
         else:
             self._pending = ""
         if text:
-            self._emit(self._render(text))
+            self._show(self._render(text))
 
     def close(self) -> None:
         if self._pending:
-            self._emit(self._render(self._pending))
+            self._show(self._render(self._pending))
             self._pending = ""
 
+    def _show(self, text: str) -> None:
+        if self._last.isspace():
+            text = text.lstrip(" ")
+        if text:
+            self._emit(text)
+            self._last = text[-1]
+
     def _render(self, text: str) -> str:
+        if not text.strip():
+            return text
         rendered, _ = render_citations(text, self._passages)
         # render_citations trims; keep the stream's own spacing at the edges.
         lead = text[: len(text) - len(text.lstrip())]
@@ -125,8 +166,9 @@ def answer(
     `cancel` stops generation early (the partial answer is returned, `cancelled` set)."""
     started = time.perf_counter()
     query = standalone(question, history, generator)
+    condensed = time.perf_counter()
     retrieved = retriever.search(query, k)
-    retrieve_s = time.perf_counter() - started
+    retrieve_s = time.perf_counter() - condensed
     if not retrieved:
         return _abstain(question, query, retrieve_s, load_s, on_text)
 
@@ -172,6 +214,7 @@ def answer(
             prompt_tokens=stats.prompt_tokens if stats else prompt.prompt_tokens,
             gen_tokens=stats.gen_tokens if stats else 0,
             tok_per_s=stats.tokens_per_s if stats else 0.0,
+            condense_s=condensed - started,
         ),
         standalone_question=query,
         raw_text=raw,

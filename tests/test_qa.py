@@ -1,0 +1,175 @@
+"""Answering end to end: a real index over the sample PDF, the real packaged SmolLM2 (a few
+greedy tokens), tiny random Phi-2 / Phi-3 / Mistral models for their prompt formats, and
+the `ragchat ask --json` contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tinymodels import make_tiny_mistral, make_tiny_phi, make_tiny_phi3
+
+from ragchat.config import Settings, load_settings
+from ragchat.generators import load_generator
+from ragchat.ingest import ingest
+from ragchat.prompting import ABSTAIN, Turn
+from ragchat.qa import CitationStream, answer, is_follow_up, standalone
+from ragchat.records import Passage
+from ragchat.retriever import open_retriever
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    from conftest import SAMPLE_PDF
+
+    index = tmp_path_factory.mktemp("qa") / "sample"
+    settings = load_settings({"index_dir": index.parent, "cache_dir": model_cache})
+    report = ingest([SAMPLE_PDF], index, settings)
+    assert report.files[0].status == "indexed"
+    return index
+
+
+@pytest.fixture(scope="module")
+def smollm2(model_cache: Path):
+    settings = load_settings({"cache_dir": model_cache, "threads": 2})
+    return load_generator("smollm2", settings)
+
+
+def passage(n: int, page: int, page_end: int | None = None) -> Passage:
+    return Passage(n, "script.pdf", "/x/script.pdf", page, page_end or page, 0.5, f"text {n}")
+
+
+def test_citation_stream_renders_markers_split_across_pieces() -> None:
+    shown: list[str] = []
+    stream = CitationStream([passage(1, 3), passage(2, 4, 5)], shown.append)
+    for piece in ["Margaret", " Alder ", "[", "1", "] and", " [2", "][9]."]:
+        stream.feed(piece)
+    stream.close()
+    assert "".join(shown) == "Margaret Alder [script.pdf p.3] and [script.pdf p.4–5]."
+
+
+def test_follow_up_detection() -> None:
+    assert is_follow_up("and when did he die?")
+    assert is_follow_up("Why?")
+    assert not is_follow_up("Who built the Gull Point lighthouse?")
+
+
+def test_answer_cites_only_given_passages(sample_index: Path, smollm2, model_cache: Path) -> None:
+    settings = load_settings({"cache_dir": model_cache})
+    retriever = open_retriever(sample_index, settings)
+    streamed: list[str] = []
+    result = answer(
+        "Who built the lighthouse?",
+        retriever,
+        smollm2,
+        k=3,
+        max_new_tokens=24,
+        on_text=streamed.append,
+    )
+    retriever.close()
+    assert result.passages and len(result.passages) <= 3
+    assert result.passages[0].doc == "gull-point.pdf"
+    assert result.text.strip()
+    assert result.timings.prompt_tokens > 50 and result.timings.gen_tokens > 0
+    assert result.timings.first_token_s is not None
+    given = {(p.doc, p.page) for p in result.passages}
+    assert all((c.doc, c.page) in given for c in result.citations)
+    if not result.abstained:
+        assert "".join(streamed).strip()
+
+
+def test_empty_index_abstains_without_the_model(
+    tmp_path: Path, smollm2, model_cache: Path, sample_pdf: Path
+) -> None:
+    settings = load_settings({"cache_dir": model_cache})
+    index = tmp_path / "idx"
+    ingest([sample_pdf], index, settings)
+    from ragchat.ingest import remove
+
+    remove(index, ["gull-point.pdf"])
+    retriever = open_retriever(index, settings)
+    result = answer("Who built the lighthouse?", retriever, smollm2)
+    retriever.close()
+    assert result.abstained and result.text == ABSTAIN and not result.citations
+
+
+def test_follow_up_is_made_standalone_before_retrieval(smollm2) -> None:
+    history = [Turn("Who was the first keeper of Gull Point Light?", "Tobias Wren")]
+    query = standalone("and how long did he keep the light?", history, smollm2)
+    assert query != "and how long did he keep the light?"
+    # Either the model resolved "he", or the previous question was carried along.
+    assert "Wren" in query or "keeper" in query
+    assert standalone("Who built it?", [], smollm2) == "Who built it?"
+
+
+@pytest.mark.parametrize("make", [make_tiny_phi, make_tiny_phi3, make_tiny_mistral])
+def test_each_prompt_format_answers_end_to_end(
+    make, tmp_path: Path, sample_index: Path, model_cache: Path
+) -> None:
+    folder = make(tmp_path / "model")
+    settings = Settings(cache_dir=model_cache, threads=1)
+    generator = load_generator(str(folder), settings)
+    retriever = open_retriever(sample_index, load_settings({"cache_dir": model_cache}))
+    result = answer("Who built the lighthouse?", retriever, generator, k=2, max_new_tokens=8)
+    retriever.close()
+    assert len(result.passages) >= 1
+    assert result.timings.gen_tokens <= 8
+    if make is make_tiny_phi:
+        assert generator.prompt_format.name == "instruct"
+    else:
+        assert generator.prompt_format.name == "chat-template"
+
+
+def test_ask_json_contract(sample_index: Path, model_cache: Path) -> None:
+    env = {**os.environ, "RAGCHAT_CACHE_DIR": str(model_cache)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ragchat.cli",
+            "ask",
+            "--json",
+            "-",
+            "--index",
+            str(sample_index),
+            "--model",
+            "smollm2",
+            "--max-new-tokens",
+            "16",
+            "-k",
+            "2",
+        ],
+        input="Who built the lighthouse?\n\nWhen was the light automated?\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [x["question"] for x in lines] == [
+        "Who built the lighthouse?",
+        "When was the light automated?",
+    ]
+    for x in lines:
+        assert set(x) >= {"question", "answer", "abstained", "citations", "passages", "timings"}
+        assert isinstance(x["abstained"], bool)
+        assert set(x["timings"]) >= {
+            "load_s",
+            "retrieve_s",
+            "first_token_s",
+            "prompt_tokens",
+            "gen_tokens",
+            "tok_per_s",
+        }
+        assert len(x["passages"]) == 2
+        assert set(x["passages"][0]) >= {"doc", "path", "page", "page_end", "score", "text"}
+        for c in x["citations"]:
+            assert set(c) == {"doc", "page"}
+    assert lines[0]["timings"]["load_s"] > 0 and lines[1]["timings"]["load_s"] == 0
