@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from ragchat.evaluation import Question, latency_percentiles, load_questions, retrieval_metrics  # noqa: E402
 from ragchat.fusion import fuse  # noqa: E402
 from ragchat.hub import configure_hub  # noqa: E402
-from ragchat.lexical import LexicalIndex  # noqa: E402
+from ragchat.lexical import DEFAULT_STOPWORDS, LexicalIndex  # noqa: E402
 from ragchat.records import Page, Passage  # noqa: E402
 
 BENCH = REPO.parent / "shared" / "bench"
@@ -218,14 +218,14 @@ def compare(max_tokens: int, overlap: int, titles: bool) -> None:
         pairs += [("dense+title", "bm25+title"), ("dense+title", "bm25-nostop+title")]
     for dense, lexical in pairs:
         pair = f"{dense} & {lexical}"
-        table.append((f"naive RRF k=60, {pair}", fused(base, dense, lexical, k=60)))
+        table.append((f"naive RRF k=60, {pair}", fused(base, dense, lexical, method="rrf", k=60)))
         # Fusion settings chosen on half A only.
         grids = {
             "weighted RRF": [
                 (
                     f"k={k} w_bm25={w}",
                     lambda k=k, w=w, d=dense, x=lexical: fused(
-                        base, d, x, k=k, weights={"bm25": w}
+                        base, d, x, method="rrf", k=k, weights={"bm25": w}
                     ),
                 )
                 for k in (10, 30, 60)
@@ -251,6 +251,10 @@ def compare(max_tokens: int, overlap: int, titles: bool) -> None:
             tried = ", ".join(f"{lab} {o:.3f}" for o, lab, _ in scored)
             print(f"  {name}, {pair}: hit@5+MRR on A: {tried}")
             table.append((f"{name}, {pair}, A-best {best[1]}", best[2]))
+
+    # What the retriever does with no options: fuse()'s defaults over the default BM25.
+    lexical_default = "bm25" if DEFAULT_STOPWORDS else "bm25-nostop"
+    table.append(("ragchat default: fuse() defaults", fused(base, "dense", lexical_default)))
 
     print()
     columns = [f"{half} {m}" for half in ("A", "B", "all") for m in ("hit@1", "hit@5", "MRR")]

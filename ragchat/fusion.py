@@ -19,7 +19,7 @@ DEFAULT_METHOD = "score"
 # Per fusion method, the weights used for rankings the caller gives no weight; a ranking
 # named in neither weighs 1.0. RRF's default is the classic unweighted one.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {
-    "score": {"dense": 0.4, "bm25": 0.6},
+    "score": {"dense": 0.3, "bm25": 0.7},
     "rrf": {},
 }
 

@@ -269,7 +269,7 @@ def test_fusion_edge_cases() -> None:
     # duplicates count once, at their first place; equal scores all normalise to 1
     assert fuse({"x": [(1, 2.0), (1, 1.0), (2, 1.0)]}, method="score")[0] == (1, 1.0)
     assert fuse({"x": [(1, 0.5), (2, 0.5)]}, method="score") == [(1, 1.0), (2, 1.0)]
-    # the default weights: dense 0.4, bm25 0.6
-    assert fuse({"dense": [(1, 0.9)], "bm25": [(2, 5.0)]}) == [(2, 0.6), (1, 0.4)]
+    # the default weights: dense 0.3, bm25 0.7
+    assert fuse({"dense": [(1, 0.9)], "bm25": [(2, 5.0)]}) == [(2, 0.7), (1, pytest.approx(0.3))]
     with pytest.raises(ValueError, match="fusion method"):
         fuse({"dense": [(1, 1.0)]}, method="magic")

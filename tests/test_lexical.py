@@ -184,3 +184,22 @@ def test_settings_survive_save_and_load(tmp_path: Path) -> None:
     loaded = LexicalIndex.load(tmp_path)
     assert (loaded.stopwords, loaded.k1, loaded.b) == (True, 1.2, 0.5)
     assert loaded.search("the", 2) == []
+
+
+def test_reuse_retokenizes_an_id_whose_text_changed(index: LexicalIndex) -> None:
+    # SQLite may hand out a deleted chunk's id again, for another text
+    texts = [*TEXTS[:4], "An entirely different chunk about zeppelins."]
+    reused = LexicalIndex.build(IDS, texts, reuse=index)
+    assert reused.search("zeppelin", 3)[0][0] == 42
+    assert reused.search("railway budget", 3) == []
+
+
+def test_reuse_survives_save_and_load(index: LexicalIndex, tmp_path: Path) -> None:
+    index.save(tmp_path)
+    old = LexicalIndex.load(tmp_path)
+    ids, texts = [*IDS, 8], [*TEXTS, "Lighthouses of the northern coast."]
+    reused = LexicalIndex.build(ids, texts, reuse=old)
+    fresh = LexicalIndex.build(ids, texts)
+    got, want = reused.search("lighthouse coast", 6), fresh.search("lighthouse coast", 6)
+    assert [c for c, _ in got] == [c for c, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5)
