@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from ragchat.embedders import Embedder
 
 METHODS = ("hybrid", "dense", "bm25")
-# How many candidates each method hands to fusion, per result asked for.
-CANDIDATES_PER_RESULT = 4
+# How many candidates each method hands to fusion. Score fusion min-max scales each list,
+# so its depth changes the scaling: 30 is what docs/retrieval.md measured.
 MIN_CANDIDATES = 30
 
 
@@ -35,7 +35,7 @@ class Retriever:
         query = query.strip()
         if not query or k <= 0:
             return []
-        n = max(k * CANDIDATES_PER_RESULT, MIN_CANDIDATES)
+        n = max(k, MIN_CANDIDATES)
         if self.method == "dense":
             return self.store.passages(self._dense(query, k))
         if self.method == "bm25":

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragchat.errors import IndexBusyError, IndexMismatchError, IndexNotFoundError, UsageError
+from ragchat.errors import (
+    IndexBusyError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    RagchatError,
+    UsageError,
+)
 from ragchat.records import Chunk, Page, Passage
 
 if TYPE_CHECKING:
@@ -446,11 +452,18 @@ class IndexStore:
         if self._lexical is not None and self._lexical_generation == generation:
             return self._lexical
         folder = self.path / LEXICAL_DIR
-        if _read_stamp(folder) == generation:
-            lexical = LexicalIndex.load(folder)
-        else:
+        stamp = _read_stamp(folder)
+        previous = self._lexical
+        lexical = None
+        if stamp >= 0:
+            try:
+                lexical = LexicalIndex.load(folder)
+            except RagchatError:
+                lexical = None  # damaged or from an older format: rebuild below
+        if lexical is None or stamp != generation:
+            # Chunks whose id and text are unchanged keep their postings (`reuse`).
             ids, texts = self.iter_chunk_texts()
-            lexical = LexicalIndex.build(ids, texts)
+            lexical = LexicalIndex.build(ids, texts, reuse=previous or lexical)
             with self._persisting() as allowed:
                 if allowed:
                     lexical.save(folder)
