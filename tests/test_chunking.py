@@ -130,8 +130,9 @@ def test_prefers_paragraph_break_over_later_sentence_end() -> None:
     text = first + "\n\n" + second
     chunks = chunk_pages([Page(1, text)], word_spans, 60, 10)
     assert chunks[0].text == first
-    # the next chunk starts with the last sentence of the first paragraph (overlap)
-    assert chunks[1].text.startswith(sentence(3))
+    # no overlap across a paragraph end: the next chunk starts with the next paragraph
+    assert chunks[1].text.startswith(sentence(10))
+    assert chunks[1].char_start > chunks[0].char_end
 
 
 def test_short_final_line_of_sentence_counts_as_paragraph_end() -> None:
