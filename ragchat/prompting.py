@@ -182,8 +182,10 @@ SYSTEM_PROMPT = (
 
 QUESTION_SUFFIX = ""
 
-# Worked examples given as earlier turns: a 0.5B model copies a demonstrated answer shape far
-# more reliably than it follows a described one.
+# A worked example given as an earlier turn: a 0.5B model copies a demonstrated answer shape
+# far more reliably than it follows a described one (answers went from full sentences to
+# short spans). An abstention example as well made Qwen-0.5B abstain on 7 of 10 answerable
+# questions, so abstention is only described.
 _EXAMPLE_PASSAGES = (
     "[1] (guide.pdf p.2) The city museum opened in 1857 with 300 paintings. Its first "
     "director was Henry Cole, who bought most of the early collection.\n\n"
@@ -193,10 +195,6 @@ FEW_SHOT: tuple[Turn, ...] = (
     Turn(
         f"Passages:\n{_EXAMPLE_PASSAGES}\n\nQuestion: Who was the first director of the museum?",
         "Henry Cole [1]",
-    ),
-    Turn(
-        f"Passages:\n{_EXAMPLE_PASSAGES}\n\nQuestion: How much does a museum ticket cost?",
-        ABSTAIN,
     ),
 )
 
