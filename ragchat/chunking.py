@@ -22,6 +22,7 @@ import bisect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -218,10 +219,12 @@ def _gap_levels(
     return levels
 
 
-def _count_in(positions: np.ndarray, lo: np.ndarray, hi: np.ndarray, side: str) -> np.ndarray:
+def _count_in(
+    positions: np.ndarray, lo: np.ndarray, hi: np.ndarray, side: Literal["left", "right"]
+) -> np.ndarray:
     """How many of the sorted `positions` lie in [lo, hi) (side "left") or (lo, hi]
     (side "right"), element-wise."""
-    return np.searchsorted(positions, hi, side=side) - np.searchsorted(positions, lo, side=side)  # type: ignore[call-overload]
+    return np.searchsorted(positions, hi, side=side) - np.searchsorted(positions, lo, side=side)
 
 
 def _char_table(chars: str | list[int]) -> np.ndarray:
