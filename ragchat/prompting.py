@@ -303,8 +303,9 @@ def _cut_to_fit(passage: Passage, budget: int, count_tokens: Callable[[str], int
 
 CONDENSE_SYSTEM = (
     "Rewrite the user's last question so that it can be understood without the conversation: "
-    "replace pronouns like he, she, it, they, that with the names they refer to. "
-    "Reply with the rewritten question only."
+    "keep its meaning, but replace words like he, she, it, they, there, that year with what "
+    "they refer to. Reply with the rewritten last question only. Example: after 'Who wrote "
+    "Hamlet?', the last question 'when did he die?' becomes 'When did William Shakespeare die?'"
 )
 
 
