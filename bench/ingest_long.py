@@ -1,0 +1,114 @@
+"""Ingest speed on ../shared/bench/pdfs-long, side by side with its parts.
+
+    python bench/ingest_long.py                      # all 11 manuals (5,510 pages)
+    python bench/ingest_long.py --files R-intro.pdf R-exts.pdf
+
+Prints, in one run:
+  1. full `ragchat ingest` (library call, fresh index): wall time, pages/s, chunks/s,
+     peak RSS of this process and of the PDF workers;
+  2. extraction alone (the same extractor, same worker, no embedding);
+  3. the bare embedder alone on exactly the chunks the ingest stored (same model, dtype,
+     batch size and threads): the floor ingest can approach;
+and the ratios ingest / bare embedder and extraction / ingest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO.parent / "shared" / "bench" / "pdfs-long"
+
+
+def rss_mib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bench", type=Path, default=BENCH)
+    parser.add_argument("--files", nargs="*", help="file names inside --bench (default all)")
+    parser.add_argument("--extractor", default="pypdf", choices=("pypdf", "pdfium"))
+    parser.add_argument("--skip-extract-only", action="store_true")
+    args = parser.parse_args()
+    if not args.bench.is_dir():
+        print(f"no benchmark material at {args.bench}", file=sys.stderr)
+        return 2
+    files = [args.bench / f for f in args.files] if args.files else sorted(args.bench.glob("*.pdf"))
+
+    from ragchat.config import load_settings
+    from ragchat.hub import configure_hub
+
+    settings = load_settings({"extractor": args.extractor})
+    configure_hub(False)
+    from ragchat.ingest import ingest
+    from ragchat.pdf import extract_document
+    from ragchat.store import IndexStore
+
+    print(
+        f"{len(files)} files, extractor {args.extractor}, embedder {settings.embedder}, "
+        f"batch {settings.embed_batch_size}, chunk {settings.chunk_tokens}/"
+        f"{settings.chunk_overlap}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Path(tmp) / "long"
+        t0 = time.perf_counter()
+        report = ingest(files, index, settings)
+        ingest_s = time.perf_counter() - t0
+        pages = sum(f.pages for f in report.files if f.status == "indexed")
+        chunks = sum(f.chunks for f in report.files if f.status == "indexed")
+        bad = [f for f in report.files if f.status != "indexed"]
+        print(
+            f"\n[1] ingest: {ingest_s:.1f} s wall, {pages} pages ({pages / ingest_s:.1f} "
+            f"pages/s), {chunks} chunks ({chunks / ingest_s:.1f} chunks/s)"
+        )
+        print(
+            f"    peak RSS: main {rss_mib(resource.RUSAGE_SELF):.0f} MiB, "
+            f"PDF workers {rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
+        )
+        for f in bad:
+            print(f"    {f.status}: {f.path}: {f.reason}")
+
+        with IndexStore.open(index) as store:
+            _, texts = store.iter_chunk_texts()
+
+        extract_s = None
+        if not args.skip_extract_only:
+            t0 = time.perf_counter()
+            for f in files:
+                extract_document(f, timeout_s=settings.pdf_timeout_s, primary=args.extractor)
+            extract_s = time.perf_counter() - t0
+            print(f"\n[2] extraction alone: {extract_s:.1f} s ({pages / extract_s:.1f} pages/s)")
+
+        from ragchat.embedders import load_embedder
+
+        embedder = load_embedder(settings.embedder, settings)
+        embedder.embed(texts[:64], kind="passage", batch_size=settings.embed_batch_size)  # warm
+        t0 = time.perf_counter()
+        embedder.embed(texts, kind="passage", batch_size=settings.embed_batch_size)
+        embed_s = time.perf_counter() - t0
+        print(
+            f"\n[3] bare embedder on the same {len(texts)} chunks: {embed_s:.1f} s "
+            f"({len(texts) / embed_s:.1f} chunks/s)"
+        )
+
+    print("\nside by side")
+    print(f"  ingest / bare embedder   {ingest_s / embed_s:.2f}x   (goal <= 1.10x)")
+    if extract_s:
+        print(f"  extraction alone / ingest  {extract_s / ingest_s:.2f}")
+        print(
+            f"  extraction + embedding if run one after the other: {extract_s + embed_s:.1f} s"
+            f" vs ingest {ingest_s:.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
