@@ -39,6 +39,11 @@ class GenerationStats:
     first_token_s: float | None  # until the first text piece was ready
     total_s: float
     stop_reason: StopReason
+    # Log-probability of each generated token (greedy choices), in order.
+    answer_logprobs: tuple[float, ...] = ()
+    # Per requested continuation (`stream(score=...)`): the log-probability of each of its
+    # tokens right after the prompt, i.e. how readily the model would have said it instead.
+    continuation_logprobs: tuple[tuple[float, ...], ...] = ()
 
     @property
     def prompt_tokens_per_s(self) -> float:
@@ -52,7 +57,12 @@ class GenerationStats:
 
 
 class Generator(Protocol):
-    """A loaded language model that streams greedy answers."""
+    """A loaded language model that streams greedy answers.
+
+    Optional extension: a generator whose `scores_continuations` attribute is True also
+    accepts `stream(..., score=("text", ...))` and then fills `last_stats.answer_logprobs`
+    and `last_stats.continuation_logprobs` (see TransformersGenerator.stream). Callers must
+    check the attribute first; generators without it keep the plain signature."""
 
     name: str
     context_window: int
@@ -151,6 +161,7 @@ class TransformersGenerator:
         self.prompt_format: PromptFormat = prompt_format_for(tokenizer)
         self.context_window = _context_window(model.config, tokenizer)
         self._end_ids = _end_token_ids(model, tokenizer)
+        self.scores_continuations = True
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -181,7 +192,12 @@ class TransformersGenerator:
         max_new_tokens: int,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        score: Sequence[str] = (),
     ) -> Iterator[str]:
+        """Greedy text pieces (see Generator.stream). `score`: continuations whose token
+        log-probabilities after the prompt go to `last_stats.continuation_logprobs`; they are
+        scored after the prefill on the same KV cache (a few tokens each, no second prefill),
+        and the cache is rolled back, so the answer is the same as without them."""
         import torch
 
         started = time.perf_counter()
@@ -199,6 +215,8 @@ class TransformersGenerator:
         reason: StopReason = "max_tokens"
         prefill_s = 0.0
         first_token_s: float | None = None
+        answer_lps: list[float] = []
+        scored: list[tuple[float, ...]] = []
         try:
             past: Any = None
             logits: Any = None
@@ -210,11 +228,14 @@ class TransformersGenerator:
                     chunk = torch.tensor([ids[start : start + _PREFILL_CHUNK]], device=self.device)
                     logits, past = self._forward(chunk, past)
                 prefill_s = time.perf_counter() - started
+                for continuation in score:
+                    scored.append(self._score_continuation(continuation, logits, past))
                 for _ in range(max_new_tokens):
                     if cancel is not None and cancel.is_set():
                         reason = "cancelled"
                         return
                     next_id = int(logits[0, -1].argmax())
+                    answer_lps.append(float(torch.log_softmax(logits[0, -1].float(), -1)[next_id]))
                     if next_id in self._end_ids:
                         reason = "eos"
                         break
@@ -252,7 +273,37 @@ class TransformersGenerator:
                 first_token_s=first_token_s,
                 total_s=time.perf_counter() - started,
                 stop_reason=reason,
+                answer_logprobs=tuple(answer_lps[: len(generated)]),
+                continuation_logprobs=tuple(scored),
             )
+
+    def _score_continuation(self, text: str, logits: Any, past: Any) -> tuple[float, ...]:
+        """Log-probabilities of `text`'s tokens following the prefilled prompt (`logits`:
+        the prompt's last-position logits, `past`: its cache, left as it was)."""
+        import copy
+
+        import torch
+
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if not ids:
+            return ()
+        first = torch.log_softmax(logits[0, -1].float(), -1)[ids[0]]
+        if len(ids) == 1:
+            return (float(first),)
+        # Roll back by cropping where the cache allows it; otherwise work on a copy.
+        croppable = bool(getattr(past, "is_croppable", False))
+        cache = past if croppable else copy.deepcopy(past)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([ids[:-1]], device=self.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        if croppable:
+            past.crop(-(len(ids) - 1))  # negative: remove that many tokens (v4 and v5)
+        rest = torch.log_softmax(out.logits[0].float(), -1)
+        lps = rest[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        return (float(first), *(float(x) for x in lps))
 
     def _forward(self, input_ids: torch.Tensor, past: Any) -> tuple[torch.Tensor, Any]:
         """One forward pass over new tokens; returns (logits of the last position, cache)."""

@@ -175,26 +175,29 @@ def prompt_format_for(tokenizer: ChatTokenizer | None) -> PromptFormat:
 # --- the RAG prompt ----------------------------------------------------------------------
 
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered passages the user gives. Keep the answer "
-    "short: a few words copied from the passage, then the passage number like [1]. If the "
-    f"passages do not contain the answer, say: {ABSTAIN}"
+    "You answer questions using only the numbered passages the user gives. Reply with the "
+    "exact words of the passage that answer the question: the complete name, number, date "
+    "or phrase, nothing else, then the passage number like [1]. If the passages do not "
+    f"contain the answer, say: {ABSTAIN}"
 )
 
 QUESTION_SUFFIX = ""
 
 # A worked example given as an earlier turn: a 0.5B model copies a demonstrated answer shape
 # far more reliably than it follows a described one (answers went from full sentences to
-# short spans). An abstention example as well made Qwen-0.5B abstain on 7 of 10 answerable
-# questions, so abstention is only described.
+# short spans). The example answer is a multi-word span copied whole ("the Royal College
+# of Art", not "College"): SQuAD-style gold answers are full phrases. An abstention example
+# as well made Qwen-0.5B abstain on 7 of 10 answerable questions, so abstention is only
+# described (qa.py decides it from the model's scores instead).
 _EXAMPLE_PASSAGES = (
     "[1] (guide.pdf p.2) The city museum opened in 1857 with 300 paintings. Its first "
-    "director was Henry Cole, who bought most of the early collection.\n\n"
+    "director was Henry Cole, who had trained at the Royal College of Art.\n\n"
     "[2] (guide.pdf p.5) Entry to the gardens is free on Sundays; the cafe closes at 5 pm."
 )
 FEW_SHOT: tuple[Turn, ...] = (
     Turn(
-        f"Passages:\n{_EXAMPLE_PASSAGES}\n\nQuestion: Who was the first director of the museum?",
-        "Henry Cole [1]",
+        f"Passages:\n{_EXAMPLE_PASSAGES}\n\nQuestion: Where did the museum's first director train?",
+        "the Royal College of Art [1]",
     ),
 )
 
@@ -332,6 +335,40 @@ def clean_condensed(output: str, question: str) -> str:
     if not text or len(text) > max(300, 4 * len(question)):
         return question
     return text
+
+
+# --- cleaning the answer -----------------------------------------------------------------
+
+_LEAD_INS = re.compile(
+    r"^\s*(?:(?:according to|based on|as stated in|from)\s+(?:the\s+)?(?:passages?|documents?|"
+    r"context|texts?)\s*(?:\[[^\]]*\]\s*)*,?\s*|(?:the\s+)?(?:short\s+|final\s+)?answer\s*"
+    r"(?:is\s*:?|:)\s*|answer\s*:\s*)",
+    re.IGNORECASE,
+)
+
+
+_SENTENCE_END = re.compile(
+    r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No))\.(\s*\[[^\]]*\])*\s+(?=[A-Z])"
+)
+
+
+def clean_answer(raw: str) -> str:
+    """The model's answer without lead-ins ("According to the passages,", "The answer is")
+    and without anything after its first line or first sentence (small models restate or
+    ramble); citation markers [n] are kept."""
+    text = raw.strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    text = lines[0].strip() if lines else ""
+    previous = None
+    while previous != text:
+        previous = text
+        text = _LEAD_INS.sub("", text, count=1)
+    # First sentence: a full stop followed by a capitalised word, keeping markers right
+    # after it ("… in 1857 [1]. It …" -> "… in 1857 [1].").
+    match = _SENTENCE_END.search(text)
+    if match:
+        text = text[: match.end()].rstrip()
+    return text.strip()
 
 
 # --- citations and abstention ------------------------------------------------------------

@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ragchat.grounding import answer_signals
 from ragchat.prompting import (
     ABSTAIN,
     Citation,
     Turn,
     build_rag_prompt,
+    clean_answer,
     clean_condensed,
     condense_question,
     is_abstention,
@@ -29,7 +31,11 @@ if TYPE_CHECKING:
 # The prompt never grows past this many tokens, whatever the model's window: on a CPU the
 # prompt is read at a few hundred tokens/s, and more than a handful of passages only
 # distracts a small model.
-MAX_PROMPT_TOKENS = 2048
+MAX_PROMPT_TOKENS = 800
+# Abstain when the no-answer score (grounding.answer_signals: mean log-prob of the ABSTAIN
+# sentence minus that of the model's own answer) exceeds this. Calibrated on the qa-public
+# dev split (see docs/answering.md); None disables the score-based decision.
+NO_ANSWER_THRESHOLD: float | None = None
 CONDENSE_MAX_TOKENS = 48
 
 
@@ -62,6 +68,9 @@ class Answer:
     raw_text: str = ""
     cancelled: bool = False
     retrieved: tuple[Passage, ...] = field(default=(), repr=False)
+    # The abstention signals (grounding.answer_signals); empty when the generator cannot
+    # score continuations.
+    signals: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
 
 _FOLLOW_UP = re.compile(
@@ -184,8 +193,10 @@ def answer(
     pieces: list[str] = []
     gen_started = time.perf_counter()
     first_token_s: float | None = None
+    scoring = bool(getattr(generator, "scores_continuations", False))
+    extra = {"score": (ABSTAIN,)} if scoring else {}
     for piece in generator.stream(
-        prompt.text, max_new_tokens=max_new_tokens, stop=prompt.stop, cancel=cancel
+        prompt.text, max_new_tokens=max_new_tokens, stop=prompt.stop, cancel=cancel, **extra
     ):
         if first_token_s is None:
             first_token_s = time.perf_counter() - gen_started
@@ -195,11 +206,22 @@ def answer(
     if stream:
         stream.close()
     raw = "".join(pieces).strip()
-    text, citations = render_citations(raw, prompt.passages)
-    abstained = not raw or is_abstention(raw)
+    cleaned = clean_answer(raw)
+    text, citations = render_citations(cleaned, prompt.passages)
+    stats = generator.last_stats
+    signals: dict[str, float] = {}
+    if scoring and stats is not None and stats.continuation_logprobs:
+        signals = answer_signals(
+            strip_markers(cleaned),
+            [p.text for p in prompt.passages],
+            stats.answer_logprobs,
+            stats.continuation_logprobs[0],
+        )
+    abstained = not cleaned or is_abstention(raw)
+    if not abstained and signals and NO_ANSWER_THRESHOLD is not None:
+        abstained = signals["no_answer"] > NO_ANSWER_THRESHOLD
     if abstained:
         text, citations = ABSTAIN, []
-    stats = generator.last_stats
     return Answer(
         question=question,
         text=text,
@@ -220,7 +242,13 @@ def answer(
         raw_text=raw,
         cancelled=bool(stats and stats.stop_reason == "cancelled"),
         retrieved=tuple(retrieved),
+        signals=signals,
     )
+
+
+def strip_markers(text: str) -> str:
+    """The answer without its [n] citation markers."""
+    return " ".join(re.sub(r"\[[^\[\]]*\]", " ", text).split())
 
 
 def _abstain(

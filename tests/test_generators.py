@@ -216,3 +216,38 @@ def test_real_smollm2_generates_deterministic_text(model_cache: Path) -> None:
     assert first.strip()
     assert first == second
     assert gen.last_stats is not None and 0 < gen.last_stats.gen_tokens <= 8
+
+
+@pytest.mark.parametrize("name", ["phi", "phi3", "mistral"])
+def test_scoring_continuations_leaves_the_answer_unchanged(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    gen: TransformersGenerator = request.getfixturevalue(name)
+    assert gen.scores_continuations
+    prompt = gen.format_prompt(MESSAGES)
+    plain = "".join(gen.stream(prompt, max_new_tokens=8))
+    plain_stats = gen.last_stats
+    scored = "".join(gen.stream(prompt, max_new_tokens=8, score=("The documents don't say.", "x")))
+    stats = gen.last_stats
+    assert plain_stats is not None and stats is not None
+    assert scored == plain
+    assert len(stats.answer_logprobs) == stats.gen_tokens
+    assert plain_stats.continuation_logprobs == ()
+    assert len(stats.continuation_logprobs) == 2
+    assert len(stats.continuation_logprobs[0]) == gen.count_tokens("The documents don't say.")
+    assert all(lp <= 0.0 for lps in stats.continuation_logprobs for lp in lps)
+
+
+def test_scored_continuations_are_consistent_with_greedy_choices(
+    phi3: TransformersGenerator,
+) -> None:
+    """The cache is rolled back between continuations (the same text scores the same),
+    and no first token is likelier than the greedy one."""
+    prompt = phi3.format_prompt(MESSAGES)
+    text = "The documents don't say."
+    list(phi3.stream(prompt, max_new_tokens=4, score=(text, "Paris", text)))
+    stats = phi3.last_stats
+    assert stats is not None and stats.answer_logprobs
+    first, paris, again = stats.continuation_logprobs
+    assert again == pytest.approx(first, abs=1e-4)
+    assert max(first[0], paris[0]) <= stats.answer_logprobs[0] + 1e-4

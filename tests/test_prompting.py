@@ -15,6 +15,7 @@ from ragchat.prompting import (
     Message,
     Turn,
     build_rag_prompt,
+    clean_answer,
     clean_condensed,
     condense_question,
     fold_system,
@@ -239,3 +240,29 @@ def test_prompting_needs_no_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("Denver Broncos [1]", "Denver Broncos [1]"),
+        ("According to the passages, Denver Broncos [1].", "Denver Broncos [1]."),
+        ("According to passage [2], 1857 [2]", "1857 [2]"),
+        ("The answer is: 1857 [2]", "1857 [2]"),
+        ("Answer: Henry Cole [1]", "Henry Cole [1]"),
+        ("Henry Cole [1]. He trained at the Royal College of Art.", "Henry Cole [1]."),
+        ("Henry Cole [1]\nQuestion: who else?", "Henry Cole [1]"),
+        ("the U.S. Army [3]", "the U.S. Army [3]"),
+        ("Mr. Smith [1]", "Mr. Smith [1]"),
+        ("The Royal College of Art [1]", "The Royal College of Art [1]"),
+        ("", ""),
+    ],
+)
+def test_clean_answer(raw: str, clean: str) -> None:
+    assert clean_answer(raw) == clean
+
+
+def test_worked_example_shows_a_multi_word_span() -> None:
+    answer = FEW_SHOT[0].answer
+    assert len(answer.split()) >= 3 and answer.endswith("[1]")
+    assert answer.removesuffix(" [1]") in FEW_SHOT[0].question

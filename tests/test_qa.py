@@ -173,3 +173,30 @@ def test_ask_json_contract(sample_index: Path, model_cache: Path) -> None:
         for c in x["citations"]:
             assert set(c) == {"doc", "page"}
     assert lines[0]["timings"]["load_s"] > 0 and lines[1]["timings"]["load_s"] == 0
+
+
+def test_lexical_support_and_no_answer_signals() -> None:
+    from ragchat.grounding import answer_signals, lexical_support
+
+    passages = ["The museum's first director was Henry Cole, trained at the Royal College."]
+    assert lexical_support("Henry Cole", passages) == 1.0
+    assert lexical_support("the Royal College of Art", passages) == pytest.approx(3 / 4)
+    assert lexical_support("", passages) == 0.0
+    signals = answer_signals("Henry Cole", passages, [-0.1, -0.3], [-2.0, -9.0, -0.1])
+    assert signals["answer_lp_mean"] == pytest.approx(-0.2)
+    assert signals["abstain_lp_mean"] == pytest.approx(-11.1 / 3, abs=1e-3)
+    assert signals["no_answer"] == pytest.approx(-11.1 / 3 + 0.2, abs=1e-3)
+    assert signals["support"] == 1.0
+
+
+def test_answer_carries_its_no_answer_signals(
+    sample_index: Path, smollm2, model_cache: Path
+) -> None:
+    settings = load_settings({"cache_dir": model_cache})
+    retriever = open_retriever(sample_index, settings)
+    result = answer("Who built the lighthouse?", retriever, smollm2, k=3, max_new_tokens=24)
+    retriever.close()
+    assert {"no_answer", "answer_lp_mean", "abstain_lp_mean", "support"} <= set(result.signals)
+    assert result.signals["abstain_lp_mean"] < 0
+    if result.abstained:
+        assert result.text == ABSTAIN and not result.citations

@@ -1,0 +1,157 @@
+"""Answer quality on the qa-public bench: F1 / contains / answered / mean words on answerable
+questions, abstention on unanswerable ones, seconds per question, and the per-question
+no-answer signals that the abstention threshold in ragchat/qa.py is calibrated from.
+
+    python bench/answer_quality.py --split dev --limit 40 --limit-unanswerable 20
+    python bench/answer_quality.py --split acceptance          # run once, at the end
+
+Splits: dev = answerable questions 51–200 and unanswerable 31–65 (tune here only);
+acceptance = the first 50 answerable and the first 30 unanswerable (report only).
+The index (default embedder, default chunking) is built once under /tmp and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ragchat.config import load_settings  # noqa: E402
+from ragchat.evaluation import contains, load_questions, normalize_answer, token_f1  # noqa: E402
+from ragchat.evaluator import strip_citations  # noqa: E402
+
+QA = REPO.parent / "shared" / "bench" / "qa-public"
+INDEX = Path("/tmp/ragchat-answer-quality/qa-public")
+SPLITS = {"dev": (slice(50, 200), slice(30, 65)), "acceptance": (slice(0, 50), slice(0, 30))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--split", choices=tuple(SPLITS), default="dev")
+    ap.add_argument("--limit", type=int, help="answerable questions of the split to use")
+    ap.add_argument("--limit-unanswerable", type=int, help="unanswerable questions to use")
+    ap.add_argument("--model", default=None, help="model preset (default: settings default)")
+    ap.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--report", type=Path, help="write one JSON line per question here")
+    args = ap.parse_args()
+
+    settings = load_settings({"model": args.model, "threads": args.threads or None})
+    from ragchat.ingest import ingest
+    from ragchat.retriever import open_retriever
+
+    if not (INDEX / "manifest.json").exists():
+        INDEX.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        ingest([QA / "docs"], INDEX, settings)
+        print(f"indexed qa-public in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    retriever = open_retriever(INDEX, settings)
+
+    from ragchat.generators import load_generator
+    from ragchat.qa import answer
+
+    generator = load_generator(settings.model, settings)
+    ans_slice, un_slice = SPLITS[args.split]
+    answerable = load_questions(QA / "questions.jsonl")[ans_slice][: args.limit]
+    unanswerable = load_questions(QA / "questions_unanswerable.jsonl")[un_slice][
+        : args.limit_unanswerable
+    ]
+    k = args.k or settings.k
+    rows = []
+    report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
+    for q in _interleave(answerable, unanswerable):
+        t0 = time.perf_counter()
+        result = answer(
+            q.question, retriever, generator, k=k, max_new_tokens=settings.max_new_tokens
+        )
+        seconds = time.perf_counter() - t0
+        prediction = strip_citations(result.text)
+        row = {
+            "id": q.id,
+            "answerable": q.answerable,
+            "question": q.question,
+            "gold": list(q.answers),
+            "answer": prediction,
+            "raw": result.raw_text,
+            "abstained": result.abstained,
+            "signals": dict(result.signals),
+            "seconds": round(seconds, 2),
+        }
+        if q.answerable:
+            row["f1"] = round(token_f1(prediction, q.answers), 3)
+            row["contains"] = contains(prediction, q.answers)
+            gold_text = normalize_answer(q.gold_passage)
+            row["gold_in_passages"] = any(
+                normalize_answer(p.text).find(normalize_answer(a)) >= 0
+                for p in result.passages
+                for a in q.answers
+            ) and bool(gold_text)
+        rows.append(row)
+        if report:  # written as we go, so an interrupted run still calibrates
+            report.write(json.dumps(row, ensure_ascii=False) + "\n")
+            report.flush()
+        mark = "U" if not q.answerable else f"f1={row['f1']:.2f}"
+        print(
+            f"{mark:8} {'ABST' if result.abstained else '    '} {seconds:5.1f}s "
+            f"{json.dumps(row['signals'])} | {q.question[:60]!r} -> {prediction[:60]!r} "
+            f"gold={list(q.answers)[:2]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    retriever.close()
+    if report:
+        report.close()
+    print(json.dumps(summarise(rows, args.split, settings.model, k), indent=2))
+    return 0
+
+
+def _interleave(first: list, second: list) -> list:
+    """Both lists mixed evenly, so a run cut short still has both kinds of question."""
+    out: list = []
+    total = len(first) + len(second)
+    i = j = 0
+    while i + j < total:
+        if j >= len(second) or (i < len(first) and i * total <= (i + j) * len(first)):
+            out.append(first[i])
+            i += 1
+        else:
+            out.append(second[j])
+            j += 1
+    return out
+
+
+def summarise(rows: list[dict], split: str, model: str, k: int) -> dict:
+    """The acceptance figures over `rows` (F1/contains over all answerable rows, abstentions
+    counting as wrong)."""
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+    answered = [r for r in ans if not r["abstained"]]
+    return {
+        "split": split,
+        "model": model,
+        "k": k,
+        "n_answerable": len(ans),
+        "n_unanswerable": len(una),
+        "f1": round(statistics.fmean(r["f1"] for r in ans), 3) if ans else None,
+        "contains": round(statistics.fmean(r["contains"] for r in ans), 3) if ans else None,
+        "answered": round(len(answered) / len(ans), 3) if ans else None,
+        "mean_words": (
+            round(statistics.fmean(len(r["answer"].split()) for r in answered), 1)
+            if answered
+            else None
+        ),
+        "abstain_unanswerable": (
+            round(sum(r["abstained"] for r in una) / len(una), 3) if una else None
+        ),
+        "s_per_question": round(statistics.fmean(r["seconds"] for r in rows), 2) if rows else None,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
