@@ -346,7 +346,10 @@ def convert_gguf(gguf: Path, dest: Path) -> Path:
     interrupted conversion leaves nothing that looks finished."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # Its advice on GGUF dtypes is about running from GGUF, not converting: noise here.
+    hf_logging.set_verbosity_error()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
