@@ -749,6 +749,10 @@ def _worker_main(
         conn.close()
 
 
+# Whole-file cap per page, on top of the per-page limit; pypdf manages ~50 pages/s.
+SECONDS_PER_PAGE_CAP = 2.0
+
+
 def extract_document(
     path: Path,
     *,
@@ -759,7 +763,10 @@ def extract_document(
     primary: str = "pypdf",
 ) -> Document:
     """Extract the text of the PDF at `path`, page by page (1-based, pages without text
-    left out), in a worker process killed after `timeout_s` seconds.
+    left out), in a worker process that is killed when no page finishes for `timeout_s`
+    seconds, or when the whole file takes longer than `timeout_s` plus
+    SECONDS_PER_PAGE_CAP per page (a 2,400-page manual legitimately takes a minute or
+    more; one pathological page must not hang ingest).
 
     `password` is tried after the empty password; `fallback` allows PDFium when pypdf
     fails or gives no/garbled text; `on_page(done, total)` reports extraction progress
@@ -777,7 +784,10 @@ def extract_document(
         name=f"ragchat-pdf:{path.name}",
         daemon=True,
     )
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s  # moves on while pages keep finishing
+    cap = float("inf")
+    last_done = 0
     try:
         proc.start()
     except OSError as exc:
@@ -785,10 +795,16 @@ def extract_document(
     sender.close()
     try:
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = min(deadline, cap) - now
             if remaining <= 0:
+                why = (
+                    f"no page finished within {timeout_s:g} s"
+                    if now >= deadline
+                    else f"took longer than {cap - started:.0f} s in all"
+                )
                 raise PdfError(
-                    f"{path.name}: gave up after {timeout_s:g} s (per-file time limit)",
+                    f"{path.name}: gave up: {why} (time limit; raise it with --timeout)",
                     status="failed",
                 )
             if not receiver.poll(min(remaining, 1.0)):
@@ -807,6 +823,11 @@ def extract_document(
                     status="failed",
                 ) from exc
             if message[0] == "page":
+                done, total = message[1], message[2]
+                if done != last_done:
+                    last_done = done
+                    deadline = time.monotonic() + timeout_s
+                cap = started + timeout_s + SECONDS_PER_PAGE_CAP * total
                 if on_page is not None:
                     on_page(message[1], message[2])
             elif message[0] == "ok":

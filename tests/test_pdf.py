@@ -135,7 +135,7 @@ def test_password_missing_wrong_right(tmp_path: Path, fallback: bool) -> None:
 def test_time_limit_kills_the_worker(tmp_path: Path) -> None:
     path = make_pdf([PROSE] * 400, tmp_path / "big.pdf")
     start = time.monotonic()
-    _expect_error(path, "failed", "gave up after", timeout_s=0.05)
+    _expect_error(path, "failed", "gave up: no page finished", timeout_s=0.05)
     assert time.monotonic() - start < 5
 
 
