@@ -395,19 +395,7 @@ class IndexStore:
             "generation": self.generation,
             "chunks": sum(s.chunks for s in sources),
             "updated": time.time(),
-            "sources": [
-                {
-                    "path": s.path,
-                    "sha256": s.sha256,
-                    "size": s.size,
-                    "pages": s.page_count,
-                    "pages_with_text": s.pages_with_text,
-                    "chunks": s.chunks,
-                    "extractor": s.extractor,
-                    "indexed_at": s.indexed_at,
-                }
-                for s in sources
-            ],
+            "sources": [_source_json(s) for s in sources],
         }
         _atomic_write_text(self.path / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False))
 
@@ -570,6 +558,20 @@ def writing(store: IndexStore, on_wait: Any = None) -> Iterator[IndexStore]:
             store.release_lock()
 
 
+def _source_json(s: SourceRecord) -> dict[str, Any]:
+    """A source as the manifest and `ragchat info --json` show it."""
+    return {
+        "path": s.path,
+        "sha256": s.sha256,
+        "size": s.size,
+        "pages": s.page_count,
+        "pages_with_text": s.pages_with_text,
+        "chunks": s.chunks,
+        "extractor": s.extractor,
+        "indexed_at": s.indexed_at,
+    }
+
+
 def _latin_share(texts: Sequence[str]) -> float:
     """Share of letters that are Latin script (A-Z and Latin-1/Extended), over `texts`."""
     letters = latin = 0
@@ -600,18 +602,7 @@ def describe(store: IndexStore) -> dict[str, Any]:
         "path": str(store.path),
         "config": asdict(store.config),
         "generation": store.generation,
-        "sources": [
-            {
-                "path": s.path,
-                "sha256": s.sha256,
-                "pages": s.page_count,
-                "pages_with_text": s.pages_with_text,
-                "chunks": s.chunks,
-                "extractor": s.extractor,
-                "indexed_at": s.indexed_at,
-            }
-            for s in sources
-        ],
+        "sources": [_source_json(s) for s in sources],
         "pages": sum(s.page_count for s in sources),
         "chunks": sum(s.chunks for s in sources),
         "bytes": store.disk_bytes(),
