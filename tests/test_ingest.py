@@ -213,3 +213,30 @@ def test_kill_9_mid_ingest_keeps_committed_files_and_rerun_completes(tmp_path: P
     counts = {s: report.count(s) for s in ("indexed", "unchanged")}
     assert counts["unchanged"] == kept
     assert counts["indexed"] == 40 - kept
+
+
+def test_lm_embedder_mean_is_fixed_by_ingest_and_recomputed_by_rebuild(
+    tmp_path: Path, docs: Path, settings: Settings
+) -> None:
+    import numpy as np
+    from tinymodels import make_tiny_phi
+
+    model = make_tiny_phi(tmp_path / "tiny-phi")
+    spec = f"lm:{model}"
+    index = settings.index_dir / "lm"
+    first = ingest([docs / "light.pdf"], index, settings, embedder_spec=spec)
+    assert first.files[0].status == "indexed"
+    with IndexStore.open(index) as store:
+        assert store.config.embedder.startswith("lm:")
+        mean = store.embedder_state()["mean"]
+    ingest([docs / "bakery.pdf"], index, settings)  # the index's own embedder is used
+    with IndexStore.open(index) as store:
+        np.testing.assert_array_equal(store.embedder_state()["mean"], mean)
+        assert len(store.sources()) == 2
+    retriever = open_retriever(index, settings)
+    hits = retriever.search("bakery rye bread", 2)
+    retriever.close()
+    assert hits and {h.doc for h in hits} <= {"light.pdf", "bakery.pdf"}
+    rebuild(index, settings)
+    with IndexStore.open(index) as store:
+        assert not np.array_equal(store.embedder_state()["mean"], mean)
