@@ -40,7 +40,30 @@ def main() -> int:
     ap.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--report", type=Path, help="write one JSON line per question here")
+    ap.add_argument(
+        "--calibrate",
+        type=Path,
+        nargs="+",
+        metavar="REPORT",
+        help="don't run: choose the no-answer threshold from these (dev) reports",
+    )
+    ap.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="REPORT",
+        help="don't run: the summary of a report with qa.NO_ANSWER_THRESHOLD applied to its "
+        "recorded signals (what a live run with that threshold answers)",
+    )
     args = ap.parse_args()
+    if args.calibrate:
+        print(json.dumps(calibrate([r for p in args.calibrate for r in _read(p)]), indent=2))
+        return 0
+    if args.rescore:
+        from ragchat.qa import NO_ANSWER_THRESHOLD
+
+        rows = [_apply(r, NO_ANSWER_THRESHOLD) for r in _read(args.rescore)]
+        print(json.dumps(summarise(rows, str(args.rescore), "-", 0), indent=2))
+        return 0
 
     settings = load_settings({"model": args.model, "threads": args.threads or None})
     from ragchat.ingest import ingest
@@ -109,6 +132,52 @@ def main() -> int:
         report.close()
     print(json.dumps(summarise(rows, args.split, settings.model, k), indent=2))
     return 0
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _apply(row: dict, threshold: float | None) -> dict:
+    """`row` as a run with this no-answer threshold would have produced it."""
+    from ragchat.prompting import ABSTAIN
+
+    row = dict(row)
+    greedy_abstained = row.get("greedy_abstained", row["abstained"])
+    row["greedy_abstained"] = greedy_abstained
+    by_score = threshold is not None and row["signals"].get("no_answer", -1e9) > threshold
+    row["abstained"] = greedy_abstained or by_score
+    if row["abstained"]:
+        row["answer"] = ABSTAIN
+        if row["answerable"]:
+            row["f1"] = token_f1(ABSTAIN, row["gold"])
+            row["contains"] = contains(ABSTAIN, row["gold"])
+    return row
+
+
+def calibrate(rows: list[dict]) -> dict:
+    """For each candidate threshold on `no_answer` (the recorded values): answered share of
+    answerable rows and abstained share of unanswerable ones. Chosen: the threshold that
+    abstains on the most unanswerable questions while answering at least 90% of the
+    answerable ones (ties: the higher threshold, i.e. the fewer abstentions)."""
+    values = sorted({r["signals"]["no_answer"] for r in rows if r["signals"]})
+    table = []
+    best = None
+    for threshold in sorted([values[0] - 1e-4, *(v + 1e-4 for v in values)] if values else []):
+        scored = [_apply(r, threshold) for r in rows]
+        ans = [r for r in scored if r["answerable"]]
+        una = [r for r in scored if not r["answerable"]]
+        answered = sum(not r["abstained"] for r in ans) / max(1, len(ans))
+        abstain = sum(r["abstained"] for r in una) / max(1, len(una))
+        table.append((round(threshold, 4), round(answered, 3), round(abstain, 3)))
+        if answered >= 0.9 and (best is None or abstain >= best[2]):
+            best = table[-1]
+    return {
+        "n_answerable": sum(r["answerable"] for r in rows),
+        "n_unanswerable": sum(not r["answerable"] for r in rows),
+        "chosen (threshold, answered, abstain_unanswerable)": best,
+        "table": table,
+    }
 
 
 def _interleave(first: list, second: list) -> list:
