@@ -106,7 +106,12 @@ def open_or_create(
         chunk_tokens=min(settings.chunk_tokens, embedder.max_tokens),
         chunk_overlap=settings.chunk_overlap,
     )
-    return IndexStore.create(index_path, config), embedder
+    store, created = IndexStore.create_or_open(index_path, config)
+    if created:
+        return store, embedder
+    # Another process created it meanwhile: use the embedder it recorded.
+    store.close()
+    return open_or_create(index_path, settings, embedder_spec, create=False)
 
 
 def check_compatible(

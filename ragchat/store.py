@@ -194,6 +194,20 @@ class IndexStore:
         store.write_manifest()
         return store
 
+    @classmethod
+    def create_or_open(cls, path: Path, config: IndexConfig) -> tuple[IndexStore, bool]:
+        """Create the index unless another process has just done so (creation is
+        serialised on the lock file); returns the store and whether it was created here."""
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / LOCK_FILE, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                if (path / MANIFEST).is_file():
+                    return cls.open(path), False
+                return cls.create(path, config), True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def close(self) -> None:
         self.release_lock()
         self._db.close()

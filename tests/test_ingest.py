@@ -240,3 +240,76 @@ def test_lm_embedder_mean_is_fixed_by_ingest_and_recomputed_by_rebuild(
     rebuild(index, settings)
     with IndexStore.open(index) as store:
         assert not np.array_equal(store.embedder_state()["mean"], mean)
+
+
+@pytest.mark.slow
+def test_two_ingests_into_one_index_wait_for_each_other(tmp_path: Path) -> None:
+    folders = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(12):
+            make_pdf(
+                [f"Folder {name} document {i} about topic {name}{i}.\n" + BAKERY * 20] * 2,
+                folder / f"{name}{i:02}.pdf",
+            )
+        folders.append(folder)
+    index = tmp_path / "indexes" / "shared"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ragchat.cli",
+                "ingest",
+                str(folder),
+                "--index",
+                str(index),
+                "--quiet",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for folder in folders
+    ]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    with IndexStore.open(index) as store:
+        assert len(store.sources()) == 24
+        assert store.vector_index().ntotal == store.chunk_count()
+
+    # A writer holding the index: a new ingest says it waits, then completes.
+    extra = tmp_path / "extra.pdf"
+    make_pdf([LIGHTHOUSE], extra)
+    holder = IndexStore.open(index)
+    holder.acquire_lock()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragchat.cli",
+            "ingest",
+            str(extra),
+            "--index",
+            str(index),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # warnings may come first; the wait notice must come
+        seen.append(line)
+        if "waiting for another ingest" in line or len(seen) > 50:
+            break
+    assert "waiting for another ingest" in seen[-1], seen
+    assert proc.poll() is None
+    holder.release_lock()
+    holder.close()
+    _, rest = proc.communicate(timeout=300)
+    assert proc.returncode == 0, rest
+    with IndexStore.open(index) as store:
+        assert len(store.sources()) == 25
