@@ -104,6 +104,7 @@ def run_eval(
                 contains=contains(prediction, q.answers) if q.answerable else None,
                 seconds=round(result.timings.total_s, 2),
                 tok_per_s=round(result.timings.tok_per_s, 1),
+                signals={k: round(v, 4) for k, v in result.signals.items()},
             )
         rows.append(row)
         if on_question:
