@@ -108,3 +108,74 @@ def _env(tmp_path: Path) -> dict[str, str]:
     import os
 
     return {**os.environ, "RAGCHAT_INDEX_DIR": str(tmp_path / "indexes")}
+
+
+@pytest.mark.slow
+def test_eval_scores_retrieval_and_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sample_pdf: Path
+) -> None:
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {
+            "id": "1",
+            "question": "Who designed and built the Gull Point lighthouse?",
+            "answers": ["Margaret Alder"],
+            "doc": "gull-point.pdf",
+            "page": 1,
+            "pages": [1, 1],
+        },
+        {
+            "id": "2",
+            "question": "In which year was the light automated?",
+            "answers": ["1962"],
+            "doc": "gull-point.pdf",
+            "page": 3,
+            "pages": [3, 3],
+        },
+        {
+            "id": "3",
+            "question": "Who painted the lighthouse red?",
+            "answers": [],
+            "doc": "gull-point.pdf",
+            "page": 1,
+            "pages": [1, 1],
+            "answerable": False,
+        },
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert (
+        main(
+            ["eval", str(questions), "--docs", str(sample_pdf.parent), "--retrieval-only", "--json"]
+        )
+        == 0
+    )
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["retrieval"]["n"] == 2
+    assert summary["retrieval"]["hit@5"] == 1.0
+    assert summary["answers"] is None
+
+    report = tmp_path / "rows.jsonl"
+    assert (
+        main(
+            [
+                "eval",
+                str(questions),
+                "--model",
+                "smollm2",
+                "--max-new-tokens",
+                "12",
+                "-k",
+                "2",
+                "--report",
+                str(report),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    answers = json.loads(capsys.readouterr().out)["answers"]
+    assert answers["n_answerable"] == 2 and answers["n_unanswerable"] == 1
+    assert 0.0 <= answers["f1"] <= 1.0
+    per_question = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [r["id"] for r in per_question] == ["1", "2", "3"]
+    assert all("answer" in r and "abstained" in r for r in per_question)
