@@ -176,6 +176,11 @@ def ingest(
             chunk_tokens=chunk_tokens or settings.chunk_tokens,
             chunk_overlap=chunk_overlap if chunk_overlap is not None else settings.chunk_overlap,
         )
+    from ragchat.store import MANIFEST
+
+    if not files and not (index_path / MANIFEST).is_file():
+        # Nothing to read (a typo in a path, say): don't leave an empty index behind.
+        return IngestReport(index=index_path.name, files=outcomes)
     store, embedder = open_or_create(index_path, settings, embedder_spec, create=True)
     report = IngestReport(index=store.name, chunks_before=store.chunk_count())
     started = time.perf_counter()
