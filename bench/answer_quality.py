@@ -36,6 +36,10 @@ def main() -> int:
     ap.add_argument("--split", choices=tuple(SPLITS), default="dev")
     ap.add_argument("--limit", type=int, help="answerable questions of the split to use")
     ap.add_argument("--limit-unanswerable", type=int, help="unanswerable questions to use")
+    ap.add_argument("--skip", type=int, default=0, help="answerable questions to skip first")
+    ap.add_argument(
+        "--skip-unanswerable", type=int, default=0, help="unanswerable questions to skip first"
+    )
     ap.add_argument("--model", default=None, help="model preset (default: settings default)")
     ap.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ap.add_argument("--threads", type=int, default=0)
@@ -45,7 +49,13 @@ def main() -> int:
         type=Path,
         nargs="+",
         metavar="REPORT",
-        help="don't run: choose the no-answer threshold from these (dev) reports",
+        help="don't run: choose the abstention threshold from these (dev) reports",
+    )
+    ap.add_argument(
+        "--signal",
+        choices=("verify", "no_answer"),
+        default="verify",
+        help="the signal --calibrate thresholds (verify: abstain below; no_answer: above)",
     )
     ap.add_argument(
         "--rescore",
@@ -56,12 +66,16 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.calibrate:
-        print(json.dumps(calibrate([r for p in args.calibrate for r in _read(p)]), indent=2))
+        rows = [r for p in args.calibrate for r in _read(p)]
+        print(json.dumps(calibrate(rows, args.signal), indent=2))
         return 0
     if args.rescore:
-        from ragchat.qa import NO_ANSWER_THRESHOLD
+        from ragchat.qa import NO_ANSWER_THRESHOLD, VERIFY_THRESHOLD
 
-        rows = [_apply(r, NO_ANSWER_THRESHOLD) for r in _read(args.rescore)]
+        rows = [
+            _apply(_apply(r, NO_ANSWER_THRESHOLD), VERIFY_THRESHOLD, "verify")
+            for r in _read(args.rescore)
+        ]
         print(json.dumps(summarise(rows, str(args.rescore), "-", 0), indent=2))
         return 0
 
@@ -81,10 +95,10 @@ def main() -> int:
 
     generator = load_generator(settings.model, settings)
     ans_slice, un_slice = SPLITS[args.split]
-    answerable = load_questions(QA / "questions.jsonl")[ans_slice][: args.limit]
+    answerable = load_questions(QA / "questions.jsonl")[ans_slice][args.skip :][: args.limit]
     unanswerable = load_questions(QA / "questions_unanswerable.jsonl")[un_slice][
-        : args.limit_unanswerable
-    ]
+        args.skip_unanswerable :
+    ][: args.limit_unanswerable]
     k = args.k or settings.k
     rows = []
     report = open(args.report, "w", encoding="utf-8") if args.report else None  # noqa: SIM115
@@ -138,14 +152,19 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _apply(row: dict, threshold: float | None) -> dict:
-    """`row` as a run with this no-answer threshold would have produced it."""
+def _apply(row: dict, threshold: float | None, signal: str = "no_answer") -> dict:
+    """`row` as a run with this threshold on `signal` would have produced it (no_answer:
+    abstain above the threshold; verify: abstain below it)."""
     from ragchat.prompting import ABSTAIN
 
     row = dict(row)
     greedy_abstained = row.get("greedy_abstained", row["abstained"])
     row["greedy_abstained"] = greedy_abstained
-    by_score = threshold is not None and row["signals"].get("no_answer", -1e9) > threshold
+    value = row["signals"].get(signal)
+    if threshold is None or value is None:
+        by_score = False
+    else:
+        by_score = value > threshold if signal == "no_answer" else value < threshold
     row["abstained"] = greedy_abstained or by_score
     if row["abstained"]:
         row["answer"] = ABSTAIN
@@ -155,24 +174,29 @@ def _apply(row: dict, threshold: float | None) -> dict:
     return row
 
 
-def calibrate(rows: list[dict]) -> dict:
-    """For each candidate threshold on `no_answer` (the recorded values): answered share of
+def calibrate(rows: list[dict], signal: str = "verify") -> dict:
+    """For each candidate threshold on `signal` (the recorded values): answered share of
     answerable rows and abstained share of unanswerable ones. Chosen: the threshold that
     abstains on the most unanswerable questions while answering at least 90% of the
-    answerable ones (ties: the higher threshold, i.e. the fewer abstentions)."""
-    values = sorted({r["signals"]["no_answer"] for r in rows if r["signals"]})
+    answerable ones (ties: the one with the fewer abstentions on answerable rows)."""
+    rows = [r for r in rows if signal in r["signals"] or r["abstained"]]
+    values = sorted({r["signals"][signal] for r in rows if signal in r["signals"]})
+    sign = 1e-4 if signal == "no_answer" else -1e-4
+    candidates = sorted({values[0] - 1e-4, values[-1] + 1e-4, *(v + sign for v in values)})
     table = []
     best = None
-    for threshold in sorted([values[0] - 1e-4, *(v + 1e-4 for v in values)] if values else []):
-        scored = [_apply(r, threshold) for r in rows]
+    for threshold in candidates if values else []:
+        scored = [_apply(r, threshold, signal) for r in rows]
         ans = [r for r in scored if r["answerable"]]
         una = [r for r in scored if not r["answerable"]]
         answered = sum(not r["abstained"] for r in ans) / max(1, len(ans))
         abstain = sum(r["abstained"] for r in una) / max(1, len(una))
         table.append((round(threshold, 4), round(answered, 3), round(abstain, 3)))
-        if answered >= 0.9 and (best is None or abstain >= best[2]):
+        better = best is None or abstain > best[2] or (abstain == best[2] and answered > best[1])
+        if answered >= 0.9 and better:
             best = table[-1]
     return {
+        "signal": signal,
         "n_answerable": sum(r["answerable"] for r in rows),
         "n_unanswerable": sum(not r["answerable"] for r in rows),
         "chosen (threshold, answered, abstain_unanswerable)": best,

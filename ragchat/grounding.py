@@ -5,6 +5,7 @@ support in the passages. Pure: works on numbers and strings only."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -47,3 +48,17 @@ def answer_signals(
         "support": round(lexical_support(answer, passages), 4),
         "no_answer": round(abstain_mean - answer_mean, 4),
     }
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    """log(sum(exp(v))), stable; -inf for no values."""
+    if not values:
+        return float("-inf")
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def verify_margin(yes_logprobs: Sequence[float], no_logprobs: Sequence[float]) -> float:
+    """log P(yes) - log P(no) of a verification verdict, each summed over its spellings
+    (positive: the model says the passage states the answer)."""
+    return round(logsumexp(yes_logprobs) - logsumexp(no_logprobs), 4)

@@ -10,9 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ragchat.grounding import answer_signals
+from ragchat.grounding import answer_signals, verify_margin
 from ragchat.prompting import (
     ABSTAIN,
+    VERIFY_NO,
+    VERIFY_YES,
     Citation,
     Turn,
     build_rag_prompt,
@@ -21,6 +23,7 @@ from ragchat.prompting import (
     condense_question,
     is_abstention,
     render_citations,
+    verify_prompt,
 )
 from ragchat.records import Passage
 
@@ -41,6 +44,13 @@ MAX_PROMPT_TOKENS = 800
 # "ABSTAIN is likelier per token than the answer": on dev it costs no answerable question
 # and only catches answers the model itself barely believes. None disables the rule.
 NO_ANSWER_THRESHOLD: float | None = 0.0
+# Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
+# passage answers the question with this answer, one short extra prefill) is below this.
+# Dev calibration (16 answerable + 10 unanswerable, bench/answer_quality.py --calibrate):
+# Qwen-0.5B's margins come in bf16 steps of 0.125; -0.25 sits between the lowest margin of
+# a correct dev answer (-0.125) and the clear "No"s (-0.5 and below), which were 3 of 10
+# unanswerable and 1 wrong answerable one. None: recorded in `Answer.signals` only.
+VERIFY_THRESHOLD: float | None = -0.25
 CONDENSE_MAX_TOKENS = 48
 
 
@@ -223,6 +233,15 @@ def answer(
             stats.continuation_logprobs[0],
         )
     abstained = not cleaned or is_abstention(raw)
+    if scoring and signals and not abstained:
+        evidence = _evidence(citations, prompt.passages)
+        margin = verify(query, strip_markers(cleaned), evidence, generator)
+        if margin is not None:
+            signals["verify"] = margin
+    if not abstained and "verify" in signals and VERIFY_THRESHOLD is not None:
+        abstained = signals["verify"] < VERIFY_THRESHOLD
+        if abstained and on_text:
+            on_text(f"\n{ABSTAIN}")
     if not abstained and signals and NO_ANSWER_THRESHOLD is not None:
         abstained = signals["no_answer"] > NO_ANSWER_THRESHOLD
         if abstained and on_text:
@@ -252,6 +271,31 @@ def answer(
         retrieved=tuple(retrieved),
         signals=signals,
     )
+
+
+def verify(question: str, proposed: str, passage: str, generator: Generator) -> float | None:
+    """The verification margin (grounding.verify_margin) of `proposed` as the answer to
+    `question` in `passage`: one short prefill, nothing generated. None when the prompt
+    doesn't fit the model's window (tiny models). Needs a generator that scores
+    continuations."""
+    prompt = verify_prompt(question, proposed, passage, generator.prompt_format)
+    if generator.count_tokens(prompt) >= generator.context_window - 1:
+        return None
+    for _ in generator.stream(prompt, max_new_tokens=0, score=(*VERIFY_YES, *VERIFY_NO)):
+        pass
+    stats = generator.last_stats
+    scored = stats.continuation_logprobs if stats else ()
+    yes = [sum(lps) for lps in scored[: len(VERIFY_YES)]]
+    no = [sum(lps) for lps in scored[len(VERIFY_YES) :]]
+    return verify_margin(yes, no)
+
+
+def _evidence(citations: Sequence[Citation], passages: Sequence[Passage]) -> str:
+    """The text the answer rests on: the first cited passage, else the top one."""
+    for citation in citations:
+        if 1 <= citation.number <= len(passages):
+            return passages[citation.number - 1].text
+    return passages[0].text if passages else ""
 
 
 def strip_markers(text: str) -> str:

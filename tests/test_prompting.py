@@ -10,6 +10,7 @@ from tinymodels import MISTRAL_TEMPLATE, PHI3_TEMPLATE
 from ragchat.prompting import (
     ABSTAIN,
     FEW_SHOT,
+    VERIFY_EXAMPLES,
     ChatTemplateFormat,
     InstructFormat,
     Message,
@@ -24,6 +25,7 @@ from ragchat.prompting import (
     page_label,
     prompt_format_for,
     render_citations,
+    verify_prompt,
 )
 from ragchat.records import Passage
 
@@ -266,3 +268,18 @@ def test_worked_example_shows_a_multi_word_span() -> None:
     answer = FEW_SHOT[0].answer
     assert len(answer.split()) >= 3 and answer.endswith("[1]")
     assert answer.removesuffix(" [1]") in FEW_SHOT[0].question
+
+
+def test_verify_prompt_shows_a_yes_and_a_no_then_the_case() -> None:
+    text = verify_prompt(
+        "Who was the first director?",
+        "Henry Cole [1]",
+        "Its first  director was\nHenry Cole.",
+        InstructFormat(),
+    )
+    assert [t.answer for t in VERIFY_EXAMPLES] == ["Yes", "No"]
+    assert text.count("Instruct:") == 3 and text.endswith("Output:")
+    last = text.rsplit("Instruct:", 1)[1]
+    assert "Passage: Its first director was Henry Cole." in last
+    assert "Question: Who was the first director?" in last
+    assert "Proposed answer: Henry Cole [1]" in last

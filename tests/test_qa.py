@@ -16,7 +16,7 @@ from tinymodels import make_tiny_mistral, make_tiny_phi, make_tiny_phi3
 from ragchat.config import Settings, load_settings
 from ragchat.generators import load_generator
 from ragchat.ingest import ingest
-from ragchat.prompting import ABSTAIN, Turn
+from ragchat.prompting import ABSTAIN, Turn, is_abstention
 from ragchat.qa import CitationStream, answer, is_follow_up, standalone
 from ragchat.records import Passage
 from ragchat.retriever import open_retriever
@@ -190,6 +190,17 @@ def test_lexical_support_and_no_answer_signals() -> None:
     assert signals["support"] == 1.0
 
 
+def test_verify_margin_sums_spellings() -> None:
+    import math
+
+    from ragchat.grounding import logsumexp, verify_margin
+
+    assert logsumexp([]) == float("-inf")
+    assert logsumexp([math.log(0.2), math.log(0.3)]) == pytest.approx(math.log(0.5))
+    yes, no = [math.log(0.6), math.log(0.2)], [math.log(0.1), math.log(0.1)]
+    assert verify_margin(yes, no) == pytest.approx(math.log(0.8 / 0.2), abs=1e-3)
+
+
 def test_answer_carries_its_no_answer_signals(
     sample_index: Path, smollm2, model_cache: Path
 ) -> None:
@@ -199,5 +210,7 @@ def test_answer_carries_its_no_answer_signals(
     retriever.close()
     assert {"no_answer", "answer_lp_mean", "abstain_lp_mean", "support"} <= set(result.signals)
     assert result.signals["abstain_lp_mean"] < 0
+    if not is_abstention(result.raw_text):  # answered: the verification margin is recorded
+        assert isinstance(result.signals["verify"], float)
     if result.abstained:
         assert result.text == ABSTAIN and not result.citations
