@@ -155,17 +155,27 @@ def _read(path: Path) -> list[dict]:
 def _apply(row: dict, threshold: float | None, signal: str = "no_answer") -> dict:
     """`row` as a run with this threshold on `signal` would have produced it (no_answer:
     abstain above the threshold; verify: abstain below it)."""
-    from ragchat.prompting import ABSTAIN
+    from ragchat.prompting import ABSTAIN, clean_answer, is_abstention
+    from ragchat.qa import strip_markers
 
     row = dict(row)
-    greedy_abstained = row.get("greedy_abstained", row["abstained"])
+    raw = row.get("raw")
+    # What the model itself said, before any threshold decided (older rows lack "raw").
+    greedy = is_abstention(raw) or not clean_answer(raw) if raw is not None else row["abstained"]
+    first = "greedy_abstained" not in row  # not yet rescored: a chained rule keeps its verdict
+    greedy_abstained = row.get("greedy_abstained", greedy)
     row["greedy_abstained"] = greedy_abstained
+    if first and row["abstained"] and not greedy_abstained and raw is not None:
+        row["answer"] = strip_markers(clean_answer(raw))  # undo a live threshold's verdict
+        if row["answerable"]:
+            row["f1"] = token_f1(row["answer"], row["gold"])
+            row["contains"] = contains(row["answer"], row["gold"])
     value = row["signals"].get(signal)
     if threshold is None or value is None:
         by_score = False
     else:
         by_score = value > threshold if signal == "no_answer" else value < threshold
-    row["abstained"] = greedy_abstained or by_score
+    row["abstained"] = (greedy_abstained if first else row["abstained"]) or by_score
     if row["abstained"]:
         row["answer"] = ABSTAIN
         if row["answerable"]:
