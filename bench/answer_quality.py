@@ -105,7 +105,12 @@ def main() -> int:
     for q in _interleave(answerable, unanswerable):
         t0 = time.perf_counter()
         result = answer(
-            q.question, retriever, generator, k=k, max_new_tokens=settings.max_new_tokens
+            q.question,
+            retriever,
+            generator,
+            k=k,
+            max_new_tokens=settings.max_new_tokens,
+            verify_answers=True,
         )
         seconds = time.perf_counter() - t0
         prediction = strip_citations(result.text)

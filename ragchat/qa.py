@@ -182,9 +182,14 @@ def answer(
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     load_s: float = 0.0,
+    verify_answers: bool | None = None,
 ) -> Answer:
     """Answer `question` from the `k` best passages. Streams display text to `on_text`;
-    `cancel` stops generation early (the partial answer is returned, `cancelled` set)."""
+    `cancel` stops generation early (the partial answer is returned, `cancelled` set).
+    `verify_answers` runs the yes/no verification pass (1–2 s) and records its margin in
+    `signals["verify"]`; by default only while VERIFY_THRESHOLD makes it decide."""
+    if verify_answers is None:
+        verify_answers = VERIFY_THRESHOLD is not None
     started = time.perf_counter()
     query = standalone(question, history, generator)
     condensed = time.perf_counter()
@@ -230,7 +235,7 @@ def answer(
             stats.continuation_logprobs[0],
         )
     abstained = not cleaned or is_abstention(raw)
-    if scoring and signals and not abstained:
+    if verify_answers and scoring and signals and not abstained:
         evidence = _evidence(citations, prompt.passages)
         margin = verify(query, strip_markers(cleaned), evidence, generator)
         if margin is not None:

@@ -206,7 +206,9 @@ def test_answer_carries_its_no_answer_signals(
 ) -> None:
     settings = load_settings({"cache_dir": model_cache})
     retriever = open_retriever(sample_index, settings)
-    result = answer("Who built the lighthouse?", retriever, smollm2, k=3, max_new_tokens=24)
+    result = answer(
+        "Who built the lighthouse?", retriever, smollm2, k=3, max_new_tokens=24, verify_answers=True
+    )
     retriever.close()
     assert {"no_answer", "answer_lp_mean", "abstain_lp_mean", "support"} <= set(result.signals)
     assert result.signals["abstain_lp_mean"] < 0
