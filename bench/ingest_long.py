@@ -5,7 +5,7 @@
 
 Prints, in one run:
   1. full `ragchat ingest` (library call, fresh index): wall time, pages/s, chunks/s,
-     peak RSS of this process and of the PDF workers;
+     peak RSS of the ingest process;
   2. extraction alone (the same extractor, same worker, no embedding);
   3. the bare embedder alone on exactly the chunks the ingest stored (same model, dtype,
      batch size and threads): the floor ingest can approach;
@@ -69,10 +69,9 @@ def main() -> int:
             f"\n[1] ingest: {ingest_s:.1f} s wall, {pages} pages ({pages / ingest_s:.1f} "
             f"pages/s), {chunks} chunks ({chunks / ingest_s:.1f} chunks/s)"
         )
-        print(
-            f"    peak RSS: main {rss_mib(resource.RUSAGE_SELF):.0f} MiB, "
-            f"PDF workers {rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
-        )
+        # The PDF workers are children of the forkserver, not of this process, so
+        # RUSAGE_CHILDREN does not see them: this is the ingest process alone.
+        print(f"    peak RSS of the ingest process: {rss_mib(resource.RUSAGE_SELF):.0f} MiB")
         for f in bad:
             print(f"    {f.status}: {f.path}: {f.reason}")
 
