@@ -252,7 +252,9 @@ def test_text_problem() -> None:
 
 def test_odd_slow_file_hits_time_limit(odd: Path) -> None:
     start = time.monotonic()
-    _expect_error(odd / "pdfjs__bug1978317.pdf", "failed", "no page finished within 1 s", timeout_s=1.0)
+    _expect_error(
+        odd / "pdfjs__bug1978317.pdf", "failed", "no page finished within 1 s", timeout_s=1.0
+    )
     assert time.monotonic() - start < 4
 
 

@@ -70,9 +70,7 @@ summer weekends; the climb to the gallery is 112 steps.""",
 
 def wrap(page: str) -> str:
     paragraphs = page.split("\n\n")
-    return "\n\n".join(
-        "\n".join(textwrap.wrap(" ".join(p.split()), 88)) for p in paragraphs
-    )
+    return "\n\n".join("\n".join(textwrap.wrap(" ".join(p.split()), 88)) for p in paragraphs)
 
 
 if __name__ == "__main__":
