@@ -103,6 +103,12 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
         help="retrieval method (default hybrid)",
     )
     p.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "llamacpp", "transformers"),
+        help="engine: auto (default) runs GGUF models with llama.cpp when ragchat[llama] is "
+        "installed, everything else with transformers",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs")
     p.add_argument("--threads", type=int, help="CPU threads for the model (default: all)")
 

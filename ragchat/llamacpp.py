@@ -1,0 +1,354 @@
+"""The llama.cpp backend (llama-cpp-python, the optional extra `ragchat[llama]`).
+
+It runs GGUF files as they are, quantised, with llama.cpp's CPU kernels: on the 2-core
+project machine Qwen2.5-Coder-0.5B generates ~5× faster than transformers in bf16 and
+loads in well under a second (docs/benchmarks.md). `load_generator` picks it by default
+for GGUF models when llama_cpp is importable.
+
+Like TransformersGenerator it runs its own greedy loop (cancel between tokens and prefill
+slices, stop sequences held back until they can't match, continuation scoring for the
+abstention signals), so both backends behave the same to qa.py. Two things are its own:
+
+- The KV cache is kept between calls and only the part of a new prompt after the longest
+  common token prefix is evaluated: the system prompt and worked example of every RAG
+  prompt (~200 tokens) are read once per session, not once per question.
+- The prompt format comes from the chat template stored in the GGUF metadata, rendered
+  with jinja2 the way transformers renders it (`GGUFChatTemplate`).
+
+llama-cpp-python's high-level API keeps no logits unless `logits_all=True`, which would
+allocate n_ctx × vocabulary floats (1.2 GB for Qwen at 2k tokens); the last position's
+logits are read straight from the context instead (`Llama._ctx`, pinned version).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragchat.config import Settings
+from ragchat.errors import GenerationError, ModelUnavailableError
+from ragchat.generators import GenerationStats, StopReason, find_stop, stop_holdback
+from ragchat.prompting import Message, PromptFormat, prompt_format_for
+
+# Prompts are capped far below this (qa.MAX_PROMPT_TOKENS); the KV cache of a 32k window
+# would cost hundreds of MB for nothing.
+MAX_CONTEXT = 4096
+_PREFILL_CHUNK = 256
+
+INSTALL_HINT = (
+    "the llama.cpp backend needs llama-cpp-python, which compiles from source (6–13 min): "
+    "pip install 'ragchat[llama]' (or use --backend transformers)."
+)
+
+
+def available() -> bool:
+    """Whether llama_cpp can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class GGUFChatTemplate:
+    """The GGUF's `tokenizer.chat_template`, rendered like transformers'
+    `apply_chat_template(..., tokenize=False)`: a sandboxed jinja2 environment with
+    trim_blocks/lstrip_blocks, `raise_exception` and `strftime_now`, and the special tokens
+    as variables."""
+
+    def __init__(self, template: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        from jinja2.exceptions import TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        self.chat_template = template
+        self._template = env.from_string(template)
+        self._specials = {"bos_token": bos_token, "eos_token": eos_token}
+
+    def apply_chat_template(
+        self,
+        conversation: Sequence[dict[str, str]],
+        *,
+        tokenize: bool = False,
+        add_generation_prompt: bool = True,
+        **_: Any,
+    ) -> str:
+        if tokenize:
+            raise ValueError("GGUFChatTemplate renders text only (tokenize=False)")
+        return self._template.render(
+            messages=list(conversation),
+            add_generation_prompt=add_generation_prompt,
+            **self._specials,
+        )
+
+
+class LlamaCppGenerator:
+    """A GGUF model run by llama.cpp, greedy decoding (see the module docstring)."""
+
+    def __init__(self, llm: Any, *, name: str, load_seconds: float = 0.0) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.llm = llm
+        self.name = name
+        self.load_seconds = load_seconds
+        self.last_stats: GenerationStats | None = None
+        # A model trained on a shorter context than MAX_CONTEXT reads no further than that.
+        self.context_window = min(int(llm.n_ctx()), int(llm._model.n_ctx_train()) or MAX_CONTEXT)
+        self._n_vocab = int(llm.n_vocab())
+        self._bos_text = self._special_text(llm.token_bos())
+        eos_text = self._special_text(llm.token_eos())
+        template = llm.metadata.get("tokenizer.chat_template")
+        tokenizer = (
+            GGUFChatTemplate(template, bos_token=self._bos_text, eos_token=eos_text)
+            if template
+            else None
+        )
+        self.prompt_format: PromptFormat = prompt_format_for(tokenizer)
+        self.scores_continuations = True
+        self._lock = threading.Lock()  # one sequence, one KV cache: one call at a time
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return self.prompt_format.stop
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def format_prompt(self, messages: Sequence[Message]) -> str:
+        return self.prompt_format.render(messages)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a full prompt; BOS is added (when the model uses one) unless the
+        chat template already wrote it."""
+        add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
+        return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def generate(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
+        return "".join(self.stream(prompt, max_new_tokens=max_new_tokens, stop=stop))
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+        score: Sequence[str] = (),
+    ) -> Iterator[str]:
+        """Greedy text pieces (see generators.Generator.stream and
+        TransformersGenerator.stream for `score`)."""
+        with self._lock:
+            yield from self._stream(prompt, max_new_tokens, stop, cancel, score)
+
+    def _stream(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        cancel: threading.Event | None,
+        score: Sequence[str],
+    ) -> Iterator[str]:
+        started = time.perf_counter()
+        ids = self.encode_prompt(prompt)
+        if not ids:
+            raise GenerationError("empty prompt")
+        if len(ids) >= self.context_window:
+            raise GenerationError(
+                f"the prompt has {len(ids)} tokens but {self.name} reads at most "
+                f"{self.context_window}; use fewer or shorter passages (-k)."
+            )
+        max_new_tokens = max(0, min(max_new_tokens, self.context_window - len(ids)))
+        stops = [s for s in stop if s]
+        generated: list[int] = []
+        emitted = 0
+        text = ""
+        reason: StopReason = "max_tokens"
+        prefill_s = 0.0
+        first_token_s: float | None = None
+        answer_lps: list[float] = []
+        scored: list[tuple[float, ...]] = []
+        try:
+            try:
+                logits = self._prefill(ids, cancel)
+                if logits is None:
+                    reason = "cancelled"
+                    return
+                prefill_s = time.perf_counter() - started
+                for continuation in score:
+                    scored.append(self._score_continuation(continuation, logits, len(ids)))
+                for _ in range(max_new_tokens):
+                    if cancel is not None and cancel.is_set():
+                        reason = "cancelled"
+                        return
+                    next_id = int(logits.argmax())
+                    answer_lps.append(_log_softmax_at(logits, next_id))
+                    if self._llama_cpp.llama_token_is_eog(self.llm._model.vocab, next_id):
+                        reason = "eos"
+                        break
+                    generated.append(next_id)
+                    text = self.llm.detokenize(generated).decode("utf-8", errors="replace")
+                    longest = max((len(s) for s in stops), default=0)
+                    cut = find_stop(text, stops, max(0, emitted - longest))
+                    if cut is not None:
+                        reason = "stop"
+                        if cut > emitted:
+                            first_token_s = first_token_s or time.perf_counter() - started
+                            yield text[emitted:cut]
+                        emitted = max(emitted, cut)
+                        return
+                    safe = len(text) - stop_holdback(text, stops)
+                    if safe > emitted:
+                        first_token_s = first_token_s or time.perf_counter() - started
+                        yield text[emitted:safe]
+                        emitted = safe
+                    if len(generated) < max_new_tokens:
+                        logits = self._eval([next_id])
+            except (RuntimeError, ValueError) as exc:
+                raise GenerationError(f"{self.name} failed while generating: {exc}") from exc
+            tail = text[emitted:].rstrip("\ufffd")
+            if tail:
+                first_token_s = first_token_s or time.perf_counter() - started
+                yield tail
+        finally:
+            self.last_stats = GenerationStats(
+                prompt_tokens=len(ids),
+                gen_tokens=len(generated),
+                prefill_s=prefill_s,
+                first_token_s=first_token_s,
+                total_s=time.perf_counter() - started,
+                stop_reason=reason,
+                answer_logprobs=tuple(answer_lps[: len(generated)]),
+                continuation_logprobs=tuple(scored),
+            )
+
+    def _prefill(self, ids: list[int], cancel: threading.Event | None) -> np.ndarray | None:
+        """Evaluate the prompt, reusing the cached tokens it starts with; the last
+        position's logits, or None when cancelled."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        common = 0
+        limit = min(len(cached), len(ids) - 1)  # at least one token is evaluated for logits
+        while common < limit and cached[common] == ids[common]:
+            common += 1
+        llm.n_tokens = common  # the next eval drops the cache from here on
+        logits: np.ndarray | None = None
+        for start in range(common, len(ids), _PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            logits = self._eval(ids[start : start + _PREFILL_CHUNK])
+        return logits
+
+    def _eval(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append `tokens` to the sequence; the logits after the last one (a copy)."""
+        self.llm.eval(tokens)
+        pointer = self._llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).copy()
+
+    def _score_continuation(
+        self, text: str, logits: np.ndarray, n_prompt: int
+    ) -> tuple[float, ...]:
+        """Log-probabilities of `text`'s tokens after the prompt; the sequence is rolled
+        back to the prompt afterwards."""
+        ids = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+        if not ids:
+            return ()
+        lps = [_log_softmax_at(logits, ids[0])]
+        for previous, token in itertools.pairwise(ids):
+            lps.append(_log_softmax_at(self._eval([previous]), token))
+        self.llm.n_tokens = n_prompt
+        return tuple(lps)
+
+
+def _log_softmax_at(logits: np.ndarray, index: int) -> float:
+    top = float(logits.max())
+    return float(logits[index]) - top - float(np.log(np.exp(logits - top).sum()))
+
+
+def load_llamacpp(
+    spec: str, settings: Settings, on_progress: Callable[[int, int], None] | None = None
+) -> LlamaCppGenerator:
+    """Load a GGUF model (preset or .gguf path) with llama.cpp on the CPU."""
+    from ragchat.models import resolve_gguf
+
+    if not available():
+        raise ModelUnavailableError(INSTALL_HINT)
+    started = time.perf_counter()
+    gguf = resolve_gguf(spec, settings, on_progress)
+    if gguf is None:
+        raise ModelUnavailableError(
+            f"the llama.cpp backend runs GGUF files; {spec!r} is not one (a preset with GGUF "
+            "weights or a .gguf path). Use --backend transformers for model folders and hub ids."
+        )
+    return open_gguf(gguf, name=spec, threads=settings.threads, started=started)
+
+
+def open_gguf(
+    gguf: Path, *, name: str, threads: int = 0, started: float | None = None
+) -> LlamaCppGenerator:
+    """A LlamaCppGenerator over the GGUF file `gguf`."""
+    from llama_cpp import Llama
+
+    _quiet_llama_log()
+    started = time.perf_counter() if started is None else started
+    n_threads = threads if threads > 0 else (os.cpu_count() or 1)
+    try:
+        llm = Llama(
+            model_path=str(gguf),
+            n_ctx=MAX_CONTEXT,
+            n_batch=_PREFILL_CHUNK,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelUnavailableError(f"llama.cpp cannot load {gguf}: {exc}") from exc
+    return LlamaCppGenerator(llm, name=name, load_seconds=time.perf_counter() - started)
+
+
+# ggml's log levels (ggml.h): 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last.
+_GGML_ERROR = 4
+_GGML_CONT = 5
+_log_state = {"show": False}
+_log_callback: Any = None
+
+
+def _quiet_llama_log() -> None:
+    """Route llama.cpp's own log to stderr for errors only. llama-cpp-python's handler maps
+    ggml's levels from an older enum, so with verbose=False warnings (e.g. "n_ctx_per_seq <
+    n_ctx_train", expected here) still reached the user's console."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+    import sys
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level != _GGML_CONT:
+            _log_state["show"] = level == _GGML_ERROR
+        if _log_state["show"]:
+            sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+    _log_callback = callback  # ctypes needs the callback kept alive
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))

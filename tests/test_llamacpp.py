@@ -1,0 +1,140 @@
+"""The llama.cpp backend on the real packaged SmolLM2 GGUF (llama-cpp-python, the `llama`
+extra that the README's test command installs)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from ragchat.config import Settings
+from ragchat.generators import auto_backend, load_generator
+from ragchat.prompting import ABSTAIN, Message
+
+pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[llama]'"
+)
+
+from ragchat.llamacpp import GGUFChatTemplate, LlamaCppGenerator
+
+pytestmark = pytest.mark.slow
+
+# SmolLM2-135M is tiny: a question answered from a given sentence is one it gets right.
+QUESTION = [
+    Message(
+        "user",
+        "Passage: The lighthouse was built by Margaret Alder in 1871.\n"
+        "Question: Who built the lighthouse?",
+    )
+]
+
+
+@pytest.fixture(scope="module")
+def smol(model_cache: Path) -> LlamaCppGenerator:
+    gen = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp", threads=2))
+    assert isinstance(gen, LlamaCppGenerator)
+    return gen
+
+
+def test_auto_picks_llamacpp_for_gguf_and_transformers_otherwise(tmp_path: Path) -> None:
+    assert auto_backend("qwen0.5b") == "llamacpp"
+    assert auto_backend("smollm2") == "llamacpp"
+    assert auto_backend(str(tmp_path / "model.gguf")) == "llamacpp"
+    assert auto_backend("phi-2") == "transformers"
+    assert auto_backend(str(tmp_path)) == "transformers"
+    assert auto_backend("qwen0.5b", device="cuda") == "transformers"
+
+
+def test_chat_template_renders_like_transformers(
+    smol: LlamaCppGenerator, model_cache: Path
+) -> None:
+    """The GGUF's template rendered by our jinja2 environment gives the prompt that
+    transformers' own apply_chat_template gives for the same file."""
+    from transformers import AutoTokenizer
+
+    from ragchat.models import resolve_gguf
+
+    gguf = resolve_gguf("smollm2", Settings(cache_dir=model_cache))
+    assert gguf is not None
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    conversation = [{"role": m.role, "content": m.content} for m in QUESTION]
+    expected = tokenizer.apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True
+    )
+    assert smol.format_prompt(QUESTION) == expected
+    assert smol.count_tokens(expected) == len(tokenizer.encode(expected, add_special_tokens=False))
+
+
+def test_template_errors_surface_as_exceptions() -> None:
+    template = GGUFChatTemplate(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+        "{% for m in messages %}[{{ m['content'] }}]{% endfor %}"
+    )
+    assert template.apply_chat_template([{"role": "user", "content": "hi"}]) == "[hi]"
+    with pytest.raises(Exception, match="no system"):
+        template.apply_chat_template([{"role": "system", "content": "x"}])
+
+
+def test_greedy_generation_is_deterministic_and_stops(smol: LlamaCppGenerator) -> None:
+    prompt = smol.format_prompt(QUESTION)
+    first = "".join(smol.stream(prompt, max_new_tokens=12, stop=smol.stop))
+    stats = smol.last_stats
+    second = "".join(smol.stream(prompt, max_new_tokens=12, stop=smol.stop))
+    assert "Margaret Alder" in first
+    assert first == second
+    assert stats is not None and 0 < stats.gen_tokens <= 12
+    assert stats.prompt_tokens == len(smol.encode_prompt(prompt))
+    assert stats.first_token_s is not None and stats.tokens_per_s > 0
+    # A stop sequence is never shown, even when it is the first thing generated.
+    cut = "".join(smol.stream(prompt, max_new_tokens=12, stop=(first.strip()[:3],)))
+    assert first.strip()[:3] not in cut
+
+
+def test_prefix_cache_gives_the_same_answer_as_a_fresh_context(
+    smol: LlamaCppGenerator, model_cache: Path
+) -> None:
+    other = [Message("user", "Passage: The bridge is 503 metres long.\nQuestion: How long?")]
+    prompt = smol.format_prompt(QUESTION)
+    "".join(smol.stream(smol.format_prompt(other), max_new_tokens=6))  # shares the prefix
+    warm = "".join(smol.stream(prompt, max_new_tokens=10))
+    fresh = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp"))
+    assert "".join(fresh.stream(prompt, max_new_tokens=10)) == warm
+
+
+def test_scoring_continuations_leaves_the_answer_unchanged(smol: LlamaCppGenerator) -> None:
+    prompt = smol.format_prompt(QUESTION)
+    plain = "".join(smol.stream(prompt, max_new_tokens=8))
+    scored = "".join(smol.stream(prompt, max_new_tokens=8, score=(ABSTAIN, "Margaret Alder")))
+    stats = smol.last_stats
+    assert stats is not None
+    assert scored == plain
+    assert len(stats.answer_logprobs) == stats.gen_tokens
+    assert len(stats.continuation_logprobs) == 2
+    assert len(stats.continuation_logprobs[0]) == smol.count_tokens(ABSTAIN)
+    assert all(lp <= 0.0 for lps in stats.continuation_logprobs for lp in lps)
+    # The model finds the right answer far likelier than the abstention sentence.
+    abstain, right = (sum(lps) / len(lps) for lps in stats.continuation_logprobs)
+    assert right > abstain
+
+
+def test_cancel_stops_generation(smol: LlamaCppGenerator) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    pieces = list(smol.stream(smol.format_prompt(QUESTION), max_new_tokens=50, cancel=cancel))
+    assert pieces == []
+    assert smol.last_stats is not None and smol.last_stats.stop_reason == "cancelled"
+
+
+def test_prompt_longer_than_the_window_is_a_clear_error(smol: LlamaCppGenerator) -> None:
+    from ragchat.errors import GenerationError
+
+    with pytest.raises(GenerationError, match="reads at most"):
+        list(smol.stream("word " * (smol.context_window + 10), max_new_tokens=4))
+
+
+def test_llamacpp_refuses_a_model_folder(tmp_path: Path, model_cache: Path) -> None:
+    from ragchat.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="GGUF"):
+        load_generator(str(tmp_path), Settings(cache_dir=model_cache, backend="llamacpp"))
