@@ -1,0 +1,415 @@
+"""Generation speed per (backend, model): load time, time to first token, prompt and
+generation tok/s and peak RSS, llama.cpp and transformers side by side.
+
+    python bench/generation.py                                  # qwen0.5b + smollm2 (+ qwen1.5b)
+    python bench/generation.py --models smollm2 --repeats 1     # quick
+    python bench/generation.py --json /tmp/generation.json      # also write the figures
+
+Every (backend, model) runs in a fresh child process of this script, so `load_s` is a cold
+start (imports of torch / llama_cpp included, page cache permitting) and `peak_rss` is that
+child's own ru_maxrss. One-time preparation — assembling a packaged GGUF, or converting it
+to a bf16 folder for transformers (~70 s for qwen0.5b) — runs in an earlier child and is
+reported as `prepare_s`, not as load time.
+
+Each child builds the SAME RAG prompt: the three pages of docs/sample/gull-point.pdf as
+passages, one fixed question, `prompting.build_rag_prompt` in the model's own prompt format
+with qa.py's budget (min(context - max_new_tokens - 16, qa.MAX_PROMPT_TOKENS)). It then
+generates `--max-new-tokens` greedily with NO stop sequences (stop=()), `--repeats` times;
+medians are reported. A model may still end early with its EOS token: gen_tokens and the
+stop reason are printed so such a row can be read for what it is.
+
+Fair repeats: the llama.cpp generator keeps its KV cache between calls and evaluates only
+the part of a new prompt after the common token prefix, so a repeated prompt would cost
+one token of prefill. Before each repeat this bench calls `gen.llm.reset()` (when the
+generator has an `llm` attribute) so every repeat does a full prefill like a first question.
+
+TTFT = GenerationStats.first_token_s (from the `stream` call: tokenise + prefill + first
+token; load excluded). prefill tok/s = prompt_tokens / prefill_s. decode tok/s =
+GenerationStats.tokens_per_s = gen_tokens / (total_s - prefill_s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SAMPLE = REPO / "docs" / "sample" / "gull-point.pdf"
+QUESTION = (
+    "Give a detailed account of the Gull Point light: why it was built, its lamp and fog "
+    "signal, its keepers, and how and when it was automated."
+)
+BACKENDS = ("llamacpp", "transformers")
+DEFAULT_MODELS = ("qwen0.5b", "smollm2")
+OPTIONAL_MODELS = ("qwen1.5b",)  # included when its packages are installed
+MARK = "@@generation-bench@@ "  # prefixes the child's one JSON line on stdout
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RAGCHAT_CACHE_DIR") or "/tmp/rc-cache")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def make_settings(cache_dir: Path, backend: str, threads: int) -> Any:
+    from ragchat.config import Settings
+
+    return Settings(cache_dir=cache_dir.resolve(), backend=backend, threads=threads)
+
+
+# ------------------------------------------------------------------ children
+
+
+def child_prepare(backend: str, model: str, cache_dir: Path, threads: int) -> dict[str, Any]:
+    """Do the one-time work a first load would do (assemble/verify the GGUF; for
+    transformers also convert it to a bf16 folder) and time it."""
+    from ragchat.hub import configure_hub
+    from ragchat.models import list_models, resolve_gguf, resolve_model_dir
+
+    settings = make_settings(cache_dir, backend, threads)
+    configure_hub(False)
+    info = {m.name: m for m in list_models(settings)}.get(model)
+    converted_before = bool(info and info.cached)
+    started = time.perf_counter()
+    if backend == "transformers":
+        resolve_model_dir(model, settings)
+    else:
+        resolve_gguf(model, settings)
+    return {
+        "prepare_s": time.perf_counter() - started,
+        "converted": backend == "transformers" and not converted_before,
+    }
+
+
+def child_run(
+    backend: str,
+    model: str,
+    cache_dir: Path,
+    threads: int,
+    repeats: int,
+    max_new_tokens: int,
+    passages_file: Path,
+    budget: int,
+) -> dict[str, Any]:
+    """Load the model (timed, cold), then generate from the shared RAG prompt `repeats`
+    times; everything measured in this process."""
+    started = time.perf_counter()
+    from ragchat.generators import load_generator
+
+    settings = make_settings(cache_dir, backend, threads)
+    gen = load_generator(model, settings)
+    load_s = time.perf_counter() - started
+
+    from ragchat.prompting import build_rag_prompt
+    from ragchat.records import Passage
+
+    passages = [Passage(**p) for p in json.loads(passages_file.read_text(encoding="utf-8"))]
+    prompt = build_rag_prompt(
+        QUESTION,
+        passages,
+        fmt=gen.prompt_format,
+        count_tokens=gen.count_tokens,
+        budget_tokens=min(gen.context_window - max_new_tokens - 16, budget),
+    )
+    runs = []
+    text = ""
+    for _ in range(repeats):
+        llm = getattr(gen, "llm", None)
+        if llm is not None:
+            llm.reset()  # drop llama.cpp's KV cache: every repeat prefills the whole prompt
+        text = "".join(gen.stream(prompt.text, max_new_tokens=max_new_tokens, stop=()))
+        s = gen.last_stats
+        assert s is not None
+        runs.append(
+            {
+                "prompt_tokens": s.prompt_tokens,
+                "gen_tokens": s.gen_tokens,
+                "ttft_s": s.first_token_s,
+                "prefill_s": s.prefill_s,
+                "total_s": s.total_s,
+                "prefill_tok_s": s.prompt_tokens_per_s,
+                "decode_tok_s": s.tokens_per_s,
+                "stop_reason": s.stop_reason,
+            }
+        )
+    extra: dict[str, Any] = {}
+    if backend == "transformers":
+        extra["dtype"] = str(next(gen.model.parameters()).dtype).removeprefix("torch.")  # type: ignore[attr-defined]
+    return {
+        "load_s": load_s,
+        "gen_load_seconds": gen.load_seconds,
+        "passages_in_prompt": len(prompt.passages),
+        "prompt_format": gen.prompt_format.name,
+        "runs": runs,
+        "answer_head": text[:160],
+        "peak_rss_mib": peak_rss_mib(),
+        **extra,
+    }
+
+
+def child_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=("prepare", "run"))
+    p.add_argument("backend")
+    p.add_argument("model")
+    p.add_argument("--cache-dir", type=Path, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--passages", type=Path)
+    p.add_argument("--budget", type=int, default=800)
+    a = p.parse_args(argv)
+    if a.mode == "prepare":
+        result = child_prepare(a.backend, a.model, a.cache_dir, a.threads)
+    else:
+        result = child_run(
+            a.backend,
+            a.model,
+            a.cache_dir,
+            a.threads,
+            a.repeats,
+            a.max_new_tokens,
+            a.passages,
+            a.budget,
+        )
+    print(MARK + json.dumps(result), flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ parent
+
+
+def run_child(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run this script as a child; its JSON result, or {"error": ...}."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK) :])  # type: ignore[no-any-return]
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+
+
+def sample_passages(path: Path) -> list[dict[str, Any]]:
+    """The sample PDF's pages as passages (one per page), as plain dicts."""
+    from ragchat.pdf import extract_document_inprocess
+
+    doc = extract_document_inprocess(path)
+    return [
+        {
+            "chunk_id": i,
+            "doc": path.name,
+            "path": str(path),
+            "page": page.number,
+            "page_end": page.number,
+            "score": 1.0,
+            "text": page.text,
+        }
+        for i, page in enumerate(doc.pages, 1)
+    ]
+
+
+def installed_models(cache_dir: Path) -> set[str]:
+    from ragchat.models import list_models
+
+    return {m.name for m in list_models(make_settings(cache_dir, "auto", 0)) if m.installed}
+
+
+def prompt_budget() -> int:
+    """qa.py's prompt budget (800 when ragchat.qa cannot be imported right now)."""
+    try:
+        from ragchat.qa import MAX_PROMPT_TOKENS
+    except Exception as exc:  # the bench must run while qa.py (or what it imports) changes
+        print(f"(ragchat.qa unusable: {type(exc).__name__}: {exc}; prompt budget 800)")
+        return 800
+    return int(MAX_PROMPT_TOKENS)
+
+
+def med(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    runs = result.get("runs") or []
+    return {
+        "ttft_s": med([r["ttft_s"] for r in runs]),
+        "first_ttft_s": runs[0]["ttft_s"] if runs else None,
+        "prefill_tok_s": med([r["prefill_tok_s"] for r in runs]),
+        "decode_tok_s": med([r["decode_tok_s"] for r in runs]),
+        "prompt_tokens": runs[0]["prompt_tokens"] if runs else None,
+        "gen_tokens": sorted({r["gen_tokens"] for r in runs}),
+        "stop_reasons": sorted({r["stop_reason"] for r in runs}),
+    }
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        help=f"presets (default {', '.join(DEFAULT_MODELS)}, plus "
+        f"{', '.join(OPTIONAL_MODELS)} when installed)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="generations per model (median)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=default_cache_dir(),
+        help="model cache (default: $RAGCHAT_CACHE_DIR or /tmp/rc-cache)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="per child, seconds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    budget = prompt_budget()
+    installed = installed_models(args.cache_dir)
+    if args.models:
+        models = list(args.models)
+    else:
+        models = [m for m in DEFAULT_MODELS if m in installed]
+        models += [m for m in OPTIONAL_MODELS if m in installed]
+    skipped = [m for m in (*DEFAULT_MODELS, *OPTIONAL_MODELS) if m not in installed]
+    print(
+        f"models {', '.join(models)}; backends {', '.join(args.backends)}; threads "
+        f"{args.threads}; {args.repeats} repeats of {args.max_new_tokens} new tokens, stop=(); "
+        f"cache {args.cache_dir}"
+    )
+    if skipped and not args.models:
+        print(f"not installed, skipped: {', '.join(skipped)}")
+    print(f"prompt: the {SAMPLE.name} pages + {QUESTION!r}, budget {budget} tokens")
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rc-bench-gen-") as tmp:
+        passages_file = Path(tmp) / "passages.json"
+        passages_file.write_text(json.dumps(sample_passages(SAMPLE)), encoding="utf-8")
+        common = ["--cache-dir", str(args.cache_dir), "--threads", str(args.threads)]
+        for model in models:
+            for backend in args.backends:
+                print(f"  {backend} {model} …", end="", flush=True)
+                prep = run_child(["prepare", backend, model, *common], args.timeout)
+                if "error" in prep:
+                    print(f" cannot prepare: {prep['error']}")
+                    results.append({"backend": backend, "model": model, **prep})
+                    continue
+                run = run_child(
+                    [
+                        "run",
+                        backend,
+                        model,
+                        *common,
+                        "--repeats",
+                        str(args.repeats),
+                        "--max-new-tokens",
+                        str(args.max_new_tokens),
+                        "--passages",
+                        str(passages_file),
+                        "--budget",
+                        str(budget),
+                    ],
+                    args.timeout,
+                )
+                row = {"backend": backend, "model": model, **prep, **run}
+                if "error" not in run:
+                    row.update(summarise(run))
+                    print(f" done (load {run['load_s']:.1f}s)")
+                else:
+                    print(f" failed: {run['error']}")
+                results.append(row)
+
+    print_tables(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "max_new_tokens": args.max_new_tokens,
+            "question": QUESTION,
+            "prompt_budget": budget,
+            "cpu_count": os.cpu_count(),
+        }
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def print_tables(results: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'model':<10} {'backend':<22} {'prepare':>8} {'load':>6} {'TTFT':>7} {'1st TTFT':>8} "
+        f"{'prefill':>9} {'decode':>8} {'prompt':>6} {'gen tok':>8} {'stop':>10} {'peak RSS':>9}"
+    )
+    units = (
+        f"{'':<10} {'':<22} {'s':>8} {'s':>6} {'s':>7} {'s':>8} {'tok/s':>9} {'tok/s':>8} "
+        f"{'tok':>6} {'':>8} {'':>10} {'MiB':>9}"
+    )
+    print("\n" + header + "\n" + units)
+    for r in results:
+        if "error" in r:
+            print(f"{r['model']:<10} {r['backend']:<22} error: {r['error']}")
+            continue
+        prepare = fmt(r["prepare_s"], ".1f") + ("*" if r.get("converted") else "")
+        backend = r["backend"] + (f" {r['dtype']}" if r.get("dtype") else "")
+        print(
+            f"{r['model']:<10} {backend:<22} {prepare:>8} {r['load_s']:>6.2f} "
+            f"{fmt(r['ttft_s'], '.2f'):>7} {fmt(r['first_ttft_s'], '.2f'):>8} "
+            f"{fmt(r['prefill_tok_s'], '.0f'):>9} {fmt(r['decode_tok_s'], '.1f'):>8} "
+            f"{r['prompt_tokens']:>6} {'/'.join(map(str, r['gen_tokens'])):>8} "
+            f"{','.join(r['stop_reasons']):>10} {r['peak_rss_mib']:>9.0f}"
+        )
+    if any(r.get("converted") for r in results):
+        print("* prepare included the one-time GGUF → bf16 conversion for transformers")
+    print(
+        "TTFT, prefill and decode: medians over the repeats; 1st TTFT: the first repeat "
+        "alone; gen tok: distinct counts over the repeats (< max only when the model "
+        "ended with EOS)."
+    )
+
+    print(f"\n{'model':<10} {'backend':<13} {'decode x llama.cpp':>19} {'TTFT x llama.cpp':>17}")
+    by_key = {(r["model"], r["backend"]): r for r in results if "error" not in r}
+    for r in results:
+        if "error" in r:
+            continue
+        base = by_key.get((r["model"], "llamacpp"))
+        if base is None:
+            continue
+        decode = (
+            r["decode_tok_s"] / base["decode_tok_s"]
+            if r["decode_tok_s"] and base["decode_tok_s"]
+            else None
+        )
+        ttft = r["ttft_s"] / base["ttft_s"] if r["ttft_s"] and base["ttft_s"] else None
+        print(
+            f"{r['model']:<10} {r['backend']:<13} {fmt(decode, '.2f'):>19} {fmt(ttft, '.2f'):>17}"
+        )
+    print("decode x: tok/s relative to llama.cpp (higher is faster); TTFT x: lower is faster.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
