@@ -5,6 +5,7 @@ the latter both centred (what ragchat does) and uncentred (mean-pooled + L2-norm
     export RAGCHAT_CACHE_DIR=/tmp/rc-cache
     nice -n 19 python bench/embedders.py                          # minilm, lm:smollm2, lm:qwen0.5b
     nice -n 19 python bench/embedders.py --embedders minilm --limit 20   # a quick try
+    nice -n 19 python bench/embedders.py --subset 1/4     # PDFs at sorted positions 1, 5, ...
 
 For each embedder, the qa-public PDFs are ingested with ragchat's own `ingest()` (chunked by
 that embedder's tokenizer, 160 tokens / overlap 32 by default) into
@@ -19,7 +20,13 @@ that embedder's tokenizer, 160 tokens / overlap 32 by default) into
    (normalise(pooled - corpus mean), which must reproduce step 1) and uncentred
    (normalise(pooled)). For MiniLM it just repeats step 1 as a check.
 
-Results go to stdout (a markdown table) and /tmp/ragchat-embedders/results.json.
+Embedding speed is the time spent in the embedder's pool/embed calls on chunk texts: during
+ingest for a fresh build (recorded by `Recorder`, which also keeps the vectors, and skips
+re-pooling the chunks an LM's fit already pooled), else a timed re-embedding, batch 32.
+On the 2 shared cores a full `lm:qwen0.5b` build takes ~25-35 min.
+
+Results go to stdout (a markdown table) and /tmp/ragchat-embedders/results-<subset>.json.
+Write-up: docs/retrieval.md (from /work/notes/bench-embedders.md).
 """
 
 from __future__ import annotations
@@ -307,7 +314,11 @@ def compare(
         chunk_raw, speed = load_chunk_vectors(
             vectors_file(ROOT, spec, subset), embedder, ids, texts, batch
         )
-        query_raw, _ = embed_all(embedder, [q.question.strip() for q in questions], "query", batch)
+        # One at a time, as Retriever.search embeds a query: in a padded batch the bf16
+        # matmuls come out slightly different, enough to swap near-tied chunks.
+        query_raw = np.concatenate(
+            [embed_all(embedder, [q.question.strip()], "query", 1)[0] for q in questions]
+        )
         rate = speed["texts"] / speed["seconds"]
         print(
             f"  embedding: {speed['texts']} texts in {speed['seconds']:.1f} s ({rate:.1f}/s, "
@@ -407,10 +418,9 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for spec in [s.strip() for s in args.embedders.split(",") if s.strip()]:
         rows += compare(spec, settings, questions, args.subset)
+        out = ROOT / f"results-{args.subset.replace('/', 'of')}.json"
+        out.write_text(json.dumps(rows, indent=1))  # after each embedder: runs are long
     print_table(rows)
-    ROOT.mkdir(parents=True, exist_ok=True)
-    out = ROOT / f"results-{args.subset.replace('/', 'of')}.json"
-    out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
