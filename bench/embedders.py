@@ -1,6 +1,8 @@
-"""Compare embedders for dense and hybrid retrieval on qa-public (issue "measure quality and
-speed"): MiniLM and the `lm` embedder (mean-pooled last hidden states of a causal LM),
-the latter both centred (what ragchat does) and uncentred (mean-pooled + L2-normalised only).
+"""Compare embedders for dense and hybrid retrieval on qa-public.
+
+Issue "measure quality and speed": MiniLM and the `lm` embedder (mean-pooled last hidden
+states of a causal LM), the latter both centred (what ragchat does) and uncentred
+(mean-pooled + L2-normalised only).
 
     export RAGCHAT_CACHE_DIR=/tmp/rc-cache
     nice -n 19 python bench/embedders.py                          # minilm, lm:smollm2, lm:qwen0.5b
