@@ -41,8 +41,20 @@ def main() -> int:
         "--skip-unanswerable", type=int, default=0, help="unanswerable questions to skip first"
     )
     ap.add_argument("--model", default=None, help="model preset (default: settings default)")
+    ap.add_argument("--backend", default=None, help="auto (default), llamacpp or transformers")
     ap.add_argument("-k", type=int, default=None, help="passages to retrieve")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--verify", action="store_true", help="also run and record the yes/no verify pass"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a ragchat constant for this run: --set FOCUS_SENTENCES=None (ragchat.qa) "
+        "or --set prompting.QUESTION_FIRST=1",
+    )
     ap.add_argument("--report", type=Path, help="write one JSON line per question here")
     ap.add_argument(
         "--calibrate",
@@ -79,7 +91,9 @@ def main() -> int:
         print(json.dumps(summarise(rows, str(args.rescore), "-", 0), indent=2))
         return 0
 
-    settings = load_settings({"model": args.model, "threads": args.threads or None})
+    settings = load_settings(
+        {"model": args.model, "backend": args.backend, "threads": args.threads or None}
+    )
     from ragchat.ingest import ingest
     from ragchat.retriever import open_retriever
 
@@ -90,8 +104,18 @@ def main() -> int:
         print(f"indexed qa-public in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     retriever = open_retriever(INDEX, settings)
 
+    import importlib
+
     from ragchat.generators import load_generator
     from ragchat.qa import answer
+
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        module_name, _, attr = name.rpartition(".")
+        module = importlib.import_module(f"ragchat.{module_name or 'qa'}")
+        if not hasattr(module, attr):
+            ap.error(f"--set: {module.__name__} has no {attr}")
+        setattr(module, attr, None if value == "None" else type_of(getattr(module, attr), value))
 
     generator = load_generator(settings.model, settings)
     ans_slice, un_slice = SPLITS[args.split]
@@ -110,7 +134,7 @@ def main() -> int:
             generator,
             k=k,
             max_new_tokens=settings.max_new_tokens,
-            verify_answers=True,
+            verify_answers=args.verify,
         )
         seconds = time.perf_counter() - t0
         prediction = strip_citations(result.text)
@@ -149,8 +173,22 @@ def main() -> int:
     retriever.close()
     if report:
         report.close()
-    print(json.dumps(summarise(rows, args.split, settings.model, k), indent=2))
+    summary = summarise(rows, args.split, settings.model, k)
+    summary["backend"] = type(generator).__name__
+    summary["overrides"] = args.set
+    print(json.dumps(summary, indent=2))
     return 0
+
+
+def type_of(current: object, value: str) -> object:
+    """`value` parsed as a number when it looks like one (the constant may be None now)."""
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
 
 
 def _read(path: Path) -> list[dict]:

@@ -302,6 +302,14 @@ class LexicalIndex:
             stopwords=stopwords,
         )
 
+    def idf(self, term: str) -> float:
+        """BM25 idf of an index term (as `tokenize` gives it); a term no chunk holds gets
+        the highest value, as the rarest possible."""
+        i = self.term_index.get(term)
+        df = int(self.indptr[i + 1] - self.indptr[i]) if i is not None else 0
+        n = len(self.chunk_ids)
+        return float(np.log1p((n - df + 0.5) / (df + 0.5)))
+
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """The best `k` chunks for `query` as (chunk_id, BM25 score), best first; only
         chunks sharing at least one term with the query; ties broken by chunk id."""

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ragchat.focus import focus_passages, question_coverage
 from ragchat.grounding import answer_signals, verify_margin
 from ragchat.prompting import (
     ABSTAIN,
@@ -36,12 +37,11 @@ if TYPE_CHECKING:
 # distracts a small model.
 MAX_PROMPT_TOKENS = 800
 # Abstain when the no-answer score (grounding.answer_signals: mean log-prob of the ABSTAIN
-# sentence minus that of the model's own answer) exceeds this. Dev calibration (25
-# answerable + 17 unanswerable of the dev split, bench/answer_quality.py --calibrate
-# --signal no_answer): correct answers score -3.0 … -1.95; -1.5 keeps 92% answered (the two
-# it drops were wrong answers, so F1 is unchanged) and abstains on 29% of unanswerable
-# questions. None disables the rule.
-NO_ANSWER_THRESHOLD: float | None = -1.5
+# sentence minus that of the model's own answer) exceeds this. Calibrated for qwen0.5b on
+# llama.cpp with focused passages, dev split (69 answerable + 16 unanswerable, bench/
+# answer_quality.py --calibrate --signal no_answer): the threshold that abstains most while
+# answering >= 90% (91% answered, 19% abstention on unanswerable). None disables the rule.
+NO_ANSWER_THRESHOLD: float | None = -1.75
 # Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
 # passage answers the question with this answer, one short extra prefill) is below this.
 # Off: on the same dev questions every threshold that abstained on unanswerable ones also
@@ -49,6 +49,14 @@ NO_ANSWER_THRESHOLD: float | None = -1.5
 # than no_answer alone). The margin is still recorded in `Answer.signals` for calibration.
 VERIFY_THRESHOLD: float | None = None
 CONDENSE_MAX_TOKENS = 48
+# Give the model only this many question-ranked sentences of the retrieved passages
+# (focus.py); None gives whole passages.
+FOCUS_SENTENCES: int | None = 3
+# Abstain without asking the model when no sentence of the retrieved passages mentions
+# more than this share of the question (idf-weighted, focus.question_coverage): the
+# documents are about something else. On the dev split every answerable question scored
+# at least 0.28 (10th percentile 0.38); an off-topic question scores near 0.
+MIN_COVERAGE: float | None = 0.2
 
 
 @dataclass(frozen=True)
@@ -197,11 +205,23 @@ def answer(
     retrieve_s = time.perf_counter() - condensed
     if not retrieved:
         return _abstain(question, query, retrieve_s, load_s, on_text)
+    coverage: float | None = None
+    store = getattr(retriever, "store", None)
+    if store is not None:
+        coverage = question_coverage(query, retrieved, store.lexical_index().idf)
+        if MIN_COVERAGE is not None and coverage < MIN_COVERAGE:
+            return _abstain(
+                question, query, retrieve_s, load_s, on_text, retrieved, {"coverage": coverage}
+            )
 
     budget = min(generator.context_window - max_new_tokens - 16, MAX_PROMPT_TOKENS)
+    given = retrieved
+    embedder = getattr(retriever, "embedder", None)
+    if FOCUS_SENTENCES and embedder is not None:
+        given = focus_passages(query, retrieved, embedder, sentences=FOCUS_SENTENCES)
     prompt = build_rag_prompt(
         query,
-        retrieved,
+        given,
         fmt=generator.prompt_format,
         count_tokens=generator.count_tokens,
         budget_tokens=budget,
@@ -234,8 +254,10 @@ def answer(
             stats.answer_logprobs,
             stats.continuation_logprobs[0],
         )
+    if coverage is not None:
+        signals["coverage"] = round(coverage, 4)
     abstained = not cleaned or is_abstention(raw)
-    if verify_answers and scoring and signals and not abstained:
+    if verify_answers and scoring and "no_answer" in signals and not abstained:
         evidence = _evidence(citations, prompt.passages)
         margin = verify(query, strip_markers(cleaned), evidence, generator)
         if margin is not None:
@@ -244,19 +266,21 @@ def answer(
         abstained = signals["verify"] < VERIFY_THRESHOLD
         if abstained and on_text:
             on_text(f"\n{ABSTAIN}")
-    if not abstained and signals and NO_ANSWER_THRESHOLD is not None:
+    if not abstained and "no_answer" in signals and NO_ANSWER_THRESHOLD is not None:
         abstained = signals["no_answer"] > NO_ANSWER_THRESHOLD
         if abstained and on_text:
             # The guess was already streamed; the verdict replaces it as the answer.
             on_text(f"\n{ABSTAIN}")
     if abstained:
         text, citations = ABSTAIN, []
+    whole = {p.chunk_id: p for p in retrieved}
     return Answer(
         question=question,
         text=text,
         abstained=abstained,
         citations=tuple(citations),
-        passages=prompt.passages,
+        # The whole retrieved chunks (the model may have seen only some of their sentences).
+        passages=tuple(whole.get(p.chunk_id, p) for p in prompt.passages),
         timings=Timings(
             load_s=load_s,
             retrieve_s=retrieve_s,
@@ -311,6 +335,8 @@ def _abstain(
     retrieve_s: float,
     load_s: float,
     on_text: Callable[[str], None] | None,
+    retrieved: Sequence[Passage] = (),
+    signals: dict[str, float] | None = None,
 ) -> Answer:
     if on_text:
         on_text(ABSTAIN)
@@ -322,4 +348,6 @@ def _abstain(
         passages=(),
         timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
         standalone_question=query,
+        retrieved=tuple(retrieved),
+        signals=dict(signals or {}),
     )

@@ -203,3 +203,12 @@ def test_reuse_survives_save_and_load(index: LexicalIndex, tmp_path: Path) -> No
     got, want = reused.search("lighthouse coast", 6), fresh.search("lighthouse coast", 6)
     assert [c for c, _ in got] == [c for c, _ in want]
     assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5)
+
+
+def test_idf_ranks_rare_terms_above_common_ones() -> None:
+    texts = ["the lighthouse keeper", "the keeper of bees", "the harbour", "lighthouse lamp"]
+    index = LexicalIndex.build([1, 2, 3, 4], texts)
+    (keeper,) = tokenize("keeper")
+    (lamp,) = tokenize("lamp")
+    assert index.idf(lamp) > index.idf(keeper) > 0
+    assert index.idf("zzzunseen") > index.idf(lamp)

@@ -1,0 +1,99 @@
+"""Question-focused passages: only the sentences of the retrieved passages that bear on the
+question go into the answer prompt.
+
+A 0.5B reader picks the wrong span more often the more text it is given, and on a CPU every
+prompt token costs prefill time. Ranking the sentences of the top passages against the
+question (the embedder's cosine plus the share of the question's content words they hold,
+with a small prior for better-ranked passages) and keeping the best few cuts the prompt to
+about a third while keeping the sentence with the answer for most questions
+(docs/answering.md has the figures).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ragchat.lexical import tokenize
+from ragchat.records import Passage
+
+if TYPE_CHECKING:
+    from ragchat.embedders import Embedder
+
+# A sentence ends at . ! or ? followed by space and something that can start a sentence.
+# Abbreviations (U.S., Dr.) are not sentence ends when the next word is lower-case or the
+# full stop follows a single capital.
+_SENTENCE_END = re.compile(
+    r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No|Ms))(?<!\bMrs)([.!?])\s+(?=[\"“(\[A-Z0-9])"
+)
+# Score = cosine + LEXICAL_WEIGHT × (share of question words) − RANK_PRIOR × passage rank.
+LEXICAL_WEIGHT = 1.0
+RANK_PRIOR = 0.05
+GAP = " … "
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text`, whitespace collapsed; CJK text without spaces stays whole."""
+    flat = " ".join(text.split())
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(flat):
+        pieces.append(flat[start : match.end(1)])
+        start = match.end()
+    pieces.append(flat[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+def focus_passages(
+    question: str, passages: Sequence[Passage], embedder: Embedder, *, sentences: int
+) -> list[Passage]:
+    """The passages cut down to the `sentences` best sentences overall (in their original
+    order, gaps marked with " … "); passages left without a sentence are dropped, the order
+    of the others is kept."""
+    units = [(i, s) for i, p in enumerate(passages) for s in split_sentences(p.text)]
+    if len(units) <= sentences:
+        return list(passages)
+    query = embedder.embed([question], kind="query")[0]
+    cosine = embedder.embed([s for _, s in units], kind="passage") @ query
+    words = set(tokenize(question))
+    overlap = np.array(
+        [len(words & set(tokenize(s))) / len(words) if words else 0.0 for _, s in units]
+    )
+    rank = np.array([i for i, _ in units], dtype=np.float32)
+    score = cosine + LEXICAL_WEIGHT * overlap - RANK_PRIOR * rank
+    keep = set(np.argsort(-score, kind="stable")[:sentences].tolist())
+    focused: list[Passage] = []
+    offset = 0
+    for i, passage in enumerate(passages):
+        count = sum(1 for j, _ in units if j == i)
+        picked = [u for u in range(offset, offset + count) if u in keep]
+        offset += count
+        if not picked:
+            continue
+        text = ""
+        for n, u in enumerate(picked):
+            joint = " " if n and u == picked[n - 1] + 1 else GAP
+            text += (joint if n else "") + units[u][1]
+        focused.append(dataclasses.replace(passage, text=text))
+    return focused
+
+
+def question_coverage(
+    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
+) -> float:
+    """How much of the question the best single sentence of `passages` mentions: the
+    idf-weighted share of the question's index terms found in it (0–1; 1.0 for a question
+    with no content words). Near 0 the documents don't talk about what is asked."""
+    words = set(tokenize(question))
+    total = sum(idf(t) for t in words)
+    if total <= 0:
+        return 1.0
+    best = 0.0
+    for passage in passages:
+        for sentence in split_sentences(passage.text):
+            best = max(best, sum(idf(t) for t in words & set(tokenize(sentence))) / total)
+    return best

@@ -1,0 +1,79 @@
+"""Question-focused passages with the real packaged MiniLM embedder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragchat.config import Settings
+from ragchat.embedders import load_embedder
+from ragchat.focus import GAP, focus_passages, split_sentences
+from ragchat.records import Passage
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_embedder("minilm", Settings(cache_dir=Path("/nonexistent")))
+
+
+def test_split_sentences_keeps_abbreviations_and_numbers() -> None:
+    text = "Dr. Alder built it in 1871. It is 30 m tall! Was it lit?  Yes: by U.S. oil."
+    assert split_sentences(text) == [
+        "Dr. Alder built it in 1871.",
+        "It is 30 m tall!",
+        "Was it lit?",
+        "Yes: by U.S. oil.",
+    ]
+    assert split_sentences("no full stop here") == ["no full stop here"]
+    assert split_sentences("灯台は1871年に建てられた。高さは30メートル。") == [
+        "灯台は1871年に建てられた。高さは30メートル。"
+    ]
+
+
+def passage(chunk_id: int, text: str, page: int = 1) -> Passage:
+    return Passage(chunk_id, "guide.pdf", "/x/guide.pdf", page, page, 1.0 / chunk_id, text)
+
+
+def test_focus_keeps_the_sentences_that_answer(minilm) -> None:
+    passages = [
+        passage(
+            1,
+            "The station has a museum. The lighthouse was built by Margaret Alder in 1871. "
+            "Its keeper's cottage is now a cafe. Parking is free on Sundays.",
+        ),
+        passage(
+            2,
+            "Ferries leave hourly in summer. The lamp could be seen from 18 nautical miles "
+            "away. Tickets are sold at the pier.",
+            page=4,
+        ),
+        passage(3, "The gift shop sells maps. The beach is sandy."),
+    ]
+    focused = focus_passages("Who built the lighthouse?", passages, minilm, sentences=2)
+    assert focused[0].chunk_id == 1
+    assert "built by Margaret Alder in 1871." in focused[0].text
+    assert "Parking" not in focused[0].text
+    kept = " ".join(p.text for p in focused)
+    assert sum(kept.count(s) for s in ("museum", "cafe", "Parking", "gift", "beach")) <= 1
+    assert all(p.page == q.page for p in focused for q in passages if q.chunk_id == p.chunk_id)
+    # Passage order is kept; a passage with no chosen sentence is dropped.
+    ids = [p.chunk_id for p in focused]
+    assert ids == sorted(ids) and len(ids) <= 2
+
+
+def test_focus_marks_gaps_and_keeps_short_input_whole(minilm) -> None:
+    text = (
+        "Alder was born in Leith. She moved to the island in 1860. She married a fisherman. "
+        "The lighthouse was built by Alder in 1871."
+    )
+    focused = focus_passages(
+        "Where was Alder born and who built the lighthouse?",
+        [passage(1, text)],
+        minilm,
+        sentences=2,
+    )
+    assert focused[0].text.startswith("Alder was born in Leith.")
+    assert GAP in focused[0].text
+    short = [passage(1, "One sentence only.")]
+    assert focus_passages("anything?", short, minilm, sentences=3) == short
