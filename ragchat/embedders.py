@@ -7,9 +7,11 @@ Three kinds, picked by the spec string (`load_embedder`):
 - a sentence-transformers folder, or a hub id ("st:org/name" or "org/name", only with
   downloads allowed or already in the local Hugging Face cache).
 - "lm:<spec>": a causal LM's last hidden states, mean-pooled over the attention mask,
-  centred with a corpus mean and normalised. Raw mean-pooled LM vectors are nearly parallel
-  (average cosine ~0.97 here) and retrieve badly; subtracting the corpus mean fixes that,
-  so this embedder needs `fit(texts)` (or `load_state` from an index) before `embed`.
+  centred with a corpus mean and normalised. Raw mean-pooled LM vectors share a large
+  common direction (mean cosine between two qa-public chunks 0.65–0.68); subtracting the
+  corpus mean removes it (SmolLM2 dense MRR 0.21 → 0.27; no gain for Qwen-0.5B; MiniLM
+  0.78, docs/retrieval.md), so this embedder needs `fit(texts)` (or `load_state` from an
+  index) before `embed`.
 
 Transformer + pooling folders (MiniLM and most sentence-transformers models) run on
 transformers directly: importing sentence_transformers costs seconds at every start.

@@ -500,9 +500,14 @@ class IndexStore:
 
     def search_vectors(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Nearest chunks by inner product (= cosine: vectors are normalised)."""
+        import faiss
+
         index = self.vector_index()
         if index.ntotal == 0:
             return []
+        # One query: OpenMP threads cost more than they save (flat, 100k chunks: 6.4 ms on
+        # one thread vs 14.8 ms on two; bench/retrieval_latency.py in docs/benchmarks.md).
+        faiss.omp_set_num_threads(1)
         scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
