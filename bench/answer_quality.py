@@ -73,8 +73,8 @@ def main() -> int:
         "--rescore",
         type=Path,
         metavar="REPORT",
-        help="don't run: the summary of a report with qa.NO_ANSWER_THRESHOLD applied to its "
-        "recorded signals (what a live run with that threshold answers)",
+        help="don't run: the summary of a report with the no-answer threshold of --model "
+        "(qa.no_answer_threshold) applied to its recorded signals (what a live run gives)",
     )
     args = ap.parse_args()
     if args.calibrate:
@@ -82,10 +82,11 @@ def main() -> int:
         print(json.dumps(calibrate(rows, args.signal), indent=2))
         return 0
     if args.rescore:
-        from ragchat.qa import NO_ANSWER_THRESHOLD, VERIFY_THRESHOLD
+        from ragchat.qa import VERIFY_THRESHOLD, no_answer_threshold
 
+        model = args.model or load_settings({}).model
         rows = [
-            _apply(_apply(r, NO_ANSWER_THRESHOLD), VERIFY_THRESHOLD, "verify")
+            _apply(_apply(r, no_answer_threshold(model)), VERIFY_THRESHOLD, "verify")
             for r in _read(args.rescore)
         ]
         print(json.dumps(summarise(rows, str(args.rescore), "-", 0), indent=2))

@@ -42,6 +42,8 @@ MAX_PROMPT_TOKENS = 800
 # answer_quality.py --calibrate --signal no_answer): the threshold that abstains most while
 # answering >= 90% (91% answered, 19% abstention on unanswerable). None disables the rule.
 NO_ANSWER_THRESHOLD: float | None = -1.75
+# The score's scale differs between models: presets calibrated the same way get their own.
+NO_ANSWER_THRESHOLDS: dict[str, float | None] = {}
 # Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
 # passage answers the question with this answer, one short extra prefill) is below this.
 # Off: on the same dev questions every threshold that abstained on unanswerable ones also
@@ -101,6 +103,11 @@ _FOLLOW_UP = re.compile(
     re.IGNORECASE,
 )
 _UNRESOLVED = re.compile(r"\b(he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
+
+
+def no_answer_threshold(model: str) -> float | None:
+    """The no-answer threshold for the model named `model` (a preset name, or any spec)."""
+    return NO_ANSWER_THRESHOLDS.get(model, NO_ANSWER_THRESHOLD)
 
 
 def is_follow_up(question: str) -> bool:
@@ -268,8 +275,9 @@ def answer(
         abstained = signals["verify"] < VERIFY_THRESHOLD
         if abstained and on_text:
             on_text(f"\n{ABSTAIN}")
-    if not abstained and "no_answer" in signals and NO_ANSWER_THRESHOLD is not None:
-        abstained = signals["no_answer"] > NO_ANSWER_THRESHOLD
+    threshold = no_answer_threshold(getattr(generator, "name", ""))
+    if not abstained and "no_answer" in signals and threshold is not None:
+        abstained = signals["no_answer"] > threshold
         if abstained and on_text:
             # The guess was already streamed; the verdict replaces it as the answer.
             on_text(f"\n{ABSTAIN}")

@@ -248,3 +248,12 @@ def test_model_reads_focused_sentences_but_sources_are_whole(sample_index: Path,
     # /sources and --json show the whole chunks the focused sentences came from.
     assert all(p.text == whole[p.chunk_id] for p in result.passages)
     assert result.timings.prompt_tokens < 600
+
+
+def test_no_answer_threshold_is_per_model() -> None:
+    from ragchat import qa
+
+    assert qa.no_answer_threshold("qwen0.5b") == qa.NO_ANSWER_THRESHOLD
+    assert qa.no_answer_threshold("/some/model.gguf") == qa.NO_ANSWER_THRESHOLD
+    for model, threshold in qa.NO_ANSWER_THRESHOLDS.items():
+        assert qa.no_answer_threshold(model) == threshold
