@@ -521,7 +521,8 @@ class ChatConsole:
         }
         for rank, p in enumerate(shown, 1):
             mark = ("class:cited", "  * cited") if p.chunk_id in cited else ""
-            extra = "" if p.chunk_id in given else "  (not given to the model: over budget)"
+            # Passages go in as their best sentences (qa.FOCUS_SENTENCES) under a token budget.
+            extra = "" if p.chunk_id in given else "  (not given to the model: less relevant)"
             self._print(
                 ("class:prompt", f"{rank}. {p.doc} {page_label(p.page, p.page_end)}"),
                 ("class:note", f"  score {p.score:.3f}{extra}"),
