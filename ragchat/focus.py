@@ -34,6 +34,13 @@ _SENTENCE_END = re.compile(
 LEXICAL_WEIGHT = 1.0
 RANK_PRIOR = 0.05
 GAP = " … "
+# Words that say how a question is asked, not what about; with the stopwords they are left
+# out of question_coverage.
+_ASKING = (
+    "who whom whose what when where which why how did does do doing done was were has have "
+    "had can could would should may might must describe explain tell give list name he she "
+    "his her him its they them their i you we me my your our us"
+)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -86,14 +93,17 @@ def question_coverage(
     question: str, passages: Sequence[Passage], idf: Callable[[str], float]
 ) -> float:
     """How much of the question the best single sentence of `passages` mentions: the
-    idf-weighted share of the question's index terms found in it (0–1; 1.0 for a question
-    with no content words). Near 0 the documents don't talk about what is asked."""
-    words = set(tokenize(question))
+    idf-weighted share of the question's content terms (stemmed, stopwords out) found in
+    it (0–1; 1.0 for a question with no content words). At 0 the documents don't talk
+    about what is asked."""
+    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
+    words = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
     total = sum(idf(t) for t in words)
     if total <= 0:
         return 1.0
     best = 0.0
     for passage in passages:
         for sentence in split_sentences(passage.text):
-            best = max(best, sum(idf(t) for t in words & set(tokenize(sentence))) / total)
+            found = words & set(tokenize(sentence, stopwords=True))
+            best = max(best, sum(idf(t) for t in found) / total)
     return best

@@ -9,6 +9,7 @@ import pytest
 from ragchat.config import Settings
 from ragchat.embedders import load_embedder
 from ragchat.focus import GAP, focus_passages, split_sentences
+from ragchat.focus import question_coverage as focus_question_coverage
 from ragchat.records import Passage
 
 
@@ -77,3 +78,15 @@ def test_focus_marks_gaps_and_keeps_short_input_whole(minilm) -> None:
     assert GAP in focused[0].text
     short = [passage(1, "One sentence only.")]
     assert focus_passages("anything?", short, minilm, sentences=3) == short
+
+
+def test_question_coverage_ignores_stopwords_and_asking_words() -> None:
+    passages = [passage(1, "The lighthouse was built by Margaret Alder in 1871.")]
+
+    def idf(term: str) -> float:
+        return 1.0
+
+    assert focus_question_coverage("Who won the world cup?", passages, idf) == 0.0
+    assert focus_question_coverage("Who built the lighthouse?", passages, idf) == 1.0
+    assert focus_question_coverage("Who built the lighthouse in Leith?", passages, idf) == 2 / 3
+    assert focus_question_coverage("Who was it?", passages, idf) == 1.0  # nothing to check

@@ -219,10 +219,15 @@ def test_answer_carries_its_no_answer_signals(
         assert result.text == ABSTAIN and not result.citations
 
 
-def test_off_topic_question_abstains_before_the_model(sample_index: Path, smollm2) -> None:
-    """Nothing in the sample mentions football: the coverage rule abstains without a prompt."""
+@pytest.mark.parametrize(
+    "question", ["Who won the 1998 football world cup?", "What is the capital of France?"]
+)
+def test_off_topic_question_abstains_before_the_model(
+    question: str, sample_index: Path, smollm2
+) -> None:
+    """No content word of the question is in the sample: abstain without a prompt."""
     retriever = open_retriever(sample_index, load_settings({}))
-    result = answer("Who won the 1998 football world cup?", retriever, smollm2)
+    result = answer(question, retriever, smollm2)
     retriever.close()
     assert result.abstained and result.text == ABSTAIN
     assert result.signals["coverage"] == 0.0
@@ -230,12 +235,12 @@ def test_off_topic_question_abstains_before_the_model(sample_index: Path, smollm
 
 
 def test_broad_question_on_a_small_index_reaches_the_model(sample_index: Path, smollm2) -> None:
-    """ "lighthouse" is in every chunk of the sample (idf ~0), the other words in none: the
-    coverage is tiny but not zero, so the model answers."""
+    """A broad question over a one-PDF index: "lighthouse" is in every chunk (idf near 0)
+    and "describe"/"detail" in none, yet the coverage is not zero, so the model answers."""
     retriever = open_retriever(sample_index, load_settings({}))
     result = answer("Describe the history of the lighthouse in detail.", retriever, smollm2)
     retriever.close()
-    assert 0.0 < result.signals["coverage"] < 0.2
+    assert result.signals["coverage"] > 0.0
     assert result.timings.prompt_tokens > 0
 
 
