@@ -140,7 +140,127 @@ def pick_device_dtype(device_setting: str) -> tuple[str, torch.dtype]:
     return "cpu", torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
-class TransformersGenerator:
+class GreedyLoop:
+    """The greedy token loop both backends share: prefill, then one token at a time until
+    EOS, a stop sequence or the token limit; `cancel` is checked between prefill slices and
+    between tokens; text that could still become a stop sequence (or is half a UTF-8
+    character) is held back, and nothing at or after a stop is ever yielded, even when the
+    stop string arrives split across tokens. Subclasses supply the engine steps below."""
+
+    name: str
+    context_window: int
+    last_stats: GenerationStats | None
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        raise NotImplementedError
+
+    def _prefill(self, ids: list[int], cancel: threading.Event | None) -> Any | None:
+        """Read the prompt; the last position's logits, or None when cancelled."""
+        raise NotImplementedError
+
+    def _step(self, token: int) -> Any:
+        """Append one token; the logits after it."""
+        raise NotImplementedError
+
+    def _pick(self, logits: Any) -> tuple[int, float]:
+        """The greedy token and its log-probability."""
+        raise NotImplementedError
+
+    def _is_end(self, token: int) -> bool:
+        raise NotImplementedError
+
+    def _decode(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    def _score_continuation(self, text: str, logits: Any, n_prompt: int) -> tuple[float, ...]:
+        """Log-probabilities of `text`'s tokens right after the prompt, leaving the state
+        as it was."""
+        raise NotImplementedError
+
+    def _greedy(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        stop: Sequence[str],
+        cancel: threading.Event | None,
+        score: Sequence[str],
+    ) -> Iterator[str]:
+        started = time.perf_counter()
+        ids = self.encode_prompt(prompt)
+        if not ids:
+            raise GenerationError("empty prompt")
+        if len(ids) >= self.context_window:
+            raise GenerationError(
+                f"the prompt has {len(ids)} tokens but {self.name} reads at most "
+                f"{self.context_window}; use fewer or shorter passages (-k)."
+            )
+        max_new_tokens = max(0, min(max_new_tokens, self.context_window - len(ids)))
+        stops = [s for s in stop if s]
+        longest = max((len(s) for s in stops), default=0)
+        generated: list[int] = []
+        emitted = 0  # characters of the decoded answer already yielded
+        text = ""
+        reason: StopReason = "max_tokens"
+        prefill_s = 0.0
+        first_token_s: float | None = None
+        answer_lps: list[float] = []
+        scored: list[tuple[float, ...]] = []
+        try:
+            try:
+                logits = self._prefill(ids, cancel)
+                if logits is None:
+                    reason = "cancelled"
+                    return
+                prefill_s = time.perf_counter() - started
+                for continuation in score:
+                    scored.append(self._score_continuation(continuation, logits, len(ids)))
+                for _ in range(max_new_tokens):
+                    if cancel is not None and cancel.is_set():
+                        reason = "cancelled"
+                        return
+                    next_id, logprob = self._pick(logits)
+                    answer_lps.append(logprob)
+                    if self._is_end(next_id):
+                        reason = "eos"
+                        break
+                    generated.append(next_id)
+                    text = self._decode(generated)
+                    cut = find_stop(text, stops, max(0, emitted - longest))
+                    if cut is not None:
+                        reason = "stop"
+                        if cut > emitted:
+                            first_token_s = first_token_s or time.perf_counter() - started
+                            yield text[emitted:cut]
+                        emitted = max(emitted, cut)
+                        return
+                    safe = len(text) - stop_holdback(text, stops)
+                    if safe > emitted:
+                        first_token_s = first_token_s or time.perf_counter() - started
+                        yield text[emitted:safe]
+                        emitted = safe
+                    if len(generated) < max_new_tokens:
+                        logits = self._step(next_id)
+            except (RuntimeError, ValueError) as exc:
+                raise GenerationError(f"{self.name} failed while generating: {exc}") from exc
+            # Ended by EOS or the token limit: what was held back was not a stop after all.
+            tail = text[emitted:].rstrip("\ufffd")
+            if tail:
+                first_token_s = first_token_s or time.perf_counter() - started
+                yield tail
+        finally:
+            self.last_stats = GenerationStats(
+                prompt_tokens=len(ids),
+                gen_tokens=len(generated),
+                prefill_s=prefill_s,
+                first_token_s=first_token_s,
+                total_s=time.perf_counter() - started,
+                stop_reason=reason,
+                answer_logprobs=tuple(answer_lps[: len(generated)]),
+                continuation_logprobs=tuple(scored),
+            )
+
+
+class TransformersGenerator(GreedyLoop):
     """A causal LM run with transformers (AutoModelForCausalLM), greedy decoding."""
 
     def __init__(
@@ -161,6 +281,7 @@ class TransformersGenerator:
         self.prompt_format: PromptFormat = prompt_format_for(tokenizer)
         self.context_window = _context_window(model.config, tokenizer)
         self._end_ids = _end_token_ids(model, tokenizer)
+        self._past: Any = None  # the KV cache while an answer is generated
         self.scores_continuations = True
 
     @property
@@ -198,92 +319,50 @@ class TransformersGenerator:
         log-probabilities after the prompt go to `last_stats.continuation_logprobs`; they are
         scored after the prefill on the same KV cache (a few tokens each, no second prefill),
         and the cache is rolled back, so the answer is the same as without them."""
+        try:
+            yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
+        finally:
+            self._past = None  # the KV cache of a finished answer is not reused
+
+    def _prefill(self, ids: list[int], cancel: threading.Event | None) -> Any | None:
         import torch
 
-        started = time.perf_counter()
-        ids = self.encode_prompt(prompt)
-        if len(ids) >= self.context_window:
-            raise GenerationError(
-                f"the prompt has {len(ids)} tokens but {self.name} reads at most "
-                f"{self.context_window}; use fewer or shorter passages (-k)."
-            )
-        max_new_tokens = max(0, min(max_new_tokens, self.context_window - len(ids)))
-        stops = [s for s in stop if s]
-        generated: list[int] = []
-        emitted = 0  # characters of the decoded answer already yielded
-        text = ""
-        reason: StopReason = "max_tokens"
-        prefill_s = 0.0
-        first_token_s: float | None = None
-        answer_lps: list[float] = []
-        scored: list[tuple[float, ...]] = []
-        try:
-            past: Any = None
-            logits: Any = None
-            try:
-                for start in range(0, len(ids), _PREFILL_CHUNK):
-                    if cancel is not None and cancel.is_set():
-                        reason = "cancelled"
-                        return
-                    chunk = torch.tensor([ids[start : start + _PREFILL_CHUNK]], device=self.device)
-                    logits, past = self._forward(chunk, past)
-                prefill_s = time.perf_counter() - started
-                for continuation in score:
-                    scored.append(self._score_continuation(continuation, logits, past))
-                for _ in range(max_new_tokens):
-                    if cancel is not None and cancel.is_set():
-                        reason = "cancelled"
-                        return
-                    next_id = int(logits[0, -1].argmax())
-                    answer_lps.append(float(torch.log_softmax(logits[0, -1].float(), -1)[next_id]))
-                    if next_id in self._end_ids:
-                        reason = "eos"
-                        break
-                    generated.append(next_id)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    longest = max((len(s) for s in stops), default=0)
-                    cut = find_stop(text, stops, max(0, emitted - longest))
-                    if cut is not None:
-                        reason = "stop"
-                        if cut > emitted:
-                            first_token_s = first_token_s or time.perf_counter() - started
-                            yield text[emitted:cut]
-                        emitted = max(emitted, cut)
-                        return
-                    safe = len(text) - stop_holdback(text, stops)
-                    if safe > emitted:
-                        first_token_s = first_token_s or time.perf_counter() - started
-                        yield text[emitted:safe]
-                        emitted = safe
-                    if len(generated) < max_new_tokens:
-                        step = torch.tensor([[next_id]], device=self.device)
-                        logits, past = self._forward(step, past)
-            except (RuntimeError, ValueError) as exc:
-                raise GenerationError(f"{self.name} failed while generating: {exc}") from exc
-            # Ended by EOS or the token limit: what was held back was not a stop after all.
-            tail = text[emitted:].rstrip("\ufffd")
-            if tail:
-                first_token_s = first_token_s or time.perf_counter() - started
-                yield tail
-        finally:
-            self.last_stats = GenerationStats(
-                prompt_tokens=len(ids),
-                gen_tokens=len(generated),
-                prefill_s=prefill_s,
-                first_token_s=first_token_s,
-                total_s=time.perf_counter() - started,
-                stop_reason=reason,
-                answer_logprobs=tuple(answer_lps[: len(generated)]),
-                continuation_logprobs=tuple(scored),
-            )
+        self._past = None
+        logits: Any = None
+        for start in range(0, len(ids), _PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                return None
+            chunk = torch.tensor([ids[start : start + _PREFILL_CHUNK]], device=self.device)
+            logits, self._past = self._forward(chunk, self._past)
+        return logits
 
-    def _score_continuation(self, text: str, logits: Any, past: Any) -> tuple[float, ...]:
+    def _step(self, token: int) -> Any:
+        import torch
+
+        logits, self._past = self._forward(torch.tensor([[token]], device=self.device), self._past)
+        return logits
+
+    def _pick(self, logits: Any) -> tuple[int, float]:
+        import torch
+
+        last = logits[0, -1]
+        token = int(last.argmax())
+        return token, float(torch.log_softmax(last.float(), -1)[token])
+
+    def _is_end(self, token: int) -> bool:
+        return token in self._end_ids
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _score_continuation(self, text: str, logits: Any, n_prompt: int) -> tuple[float, ...]:
         """Log-probabilities of `text`'s tokens following the prefilled prompt (`logits`:
-        the prompt's last-position logits, `past`: its cache, left as it was)."""
+        the prompt's last-position logits; the cache is left as it was)."""
         import copy
 
         import torch
 
+        past = self._past
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if not ids:
             return ()

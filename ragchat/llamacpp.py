@@ -5,9 +5,10 @@ project machine Qwen2.5-Coder-0.5B generates ~5× faster than transformers in bf
 loads in well under a second (docs/benchmarks.md). `load_generator` picks it by default
 for GGUF models when llama_cpp is importable.
 
-Like TransformersGenerator it runs its own greedy loop (cancel between tokens and prefill
-slices, stop sequences held back until they can't match, continuation scoring for the
-abstention signals), so both backends behave the same to qa.py. Two things are its own:
+It runs the same greedy loop as TransformersGenerator (generators.GreedyLoop: cancel
+between tokens and prefill slices, stop sequences held back until they can't match,
+continuation scoring for the abstention signals), so both backends behave the same to
+qa.py. Two things are its own:
 
 - The KV cache is kept between calls and only the part of a new prompt after the longest
   common token prefix is evaluated: the system prompt and worked example of every RAG
@@ -34,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from ragchat.config import Settings
-from ragchat.errors import GenerationError, ModelUnavailableError
-from ragchat.generators import GenerationStats, StopReason, find_stop, stop_holdback
+from ragchat.errors import ModelUnavailableError
+from ragchat.generators import GenerationStats, GreedyLoop
 from ragchat.prompting import Message, PromptFormat, prompt_format_for
 
 # Prompts are capped far below this (qa.MAX_PROMPT_TOKENS); the KV cache of a 32k window
@@ -95,7 +96,7 @@ class GGUFChatTemplate:
         )
 
 
-class LlamaCppGenerator:
+class LlamaCppGenerator(GreedyLoop):
     """A GGUF model run by llama.cpp, greedy decoding (see the module docstring)."""
 
     def __init__(self, llm: Any, *, name: str, load_seconds: float = 0.0) -> None:
@@ -157,88 +158,7 @@ class LlamaCppGenerator:
         """Greedy text pieces (see generators.Generator.stream and
         TransformersGenerator.stream for `score`)."""
         with self._lock:
-            yield from self._stream(prompt, max_new_tokens, stop, cancel, score)
-
-    def _stream(
-        self,
-        prompt: str,
-        max_new_tokens: int,
-        stop: Sequence[str],
-        cancel: threading.Event | None,
-        score: Sequence[str],
-    ) -> Iterator[str]:
-        started = time.perf_counter()
-        ids = self.encode_prompt(prompt)
-        if not ids:
-            raise GenerationError("empty prompt")
-        if len(ids) >= self.context_window:
-            raise GenerationError(
-                f"the prompt has {len(ids)} tokens but {self.name} reads at most "
-                f"{self.context_window}; use fewer or shorter passages (-k)."
-            )
-        max_new_tokens = max(0, min(max_new_tokens, self.context_window - len(ids)))
-        stops = [s for s in stop if s]
-        generated: list[int] = []
-        emitted = 0
-        text = ""
-        reason: StopReason = "max_tokens"
-        prefill_s = 0.0
-        first_token_s: float | None = None
-        answer_lps: list[float] = []
-        scored: list[tuple[float, ...]] = []
-        try:
-            try:
-                logits = self._prefill(ids, cancel)
-                if logits is None:
-                    reason = "cancelled"
-                    return
-                prefill_s = time.perf_counter() - started
-                for continuation in score:
-                    scored.append(self._score_continuation(continuation, logits, len(ids)))
-                for _ in range(max_new_tokens):
-                    if cancel is not None and cancel.is_set():
-                        reason = "cancelled"
-                        return
-                    next_id = int(logits.argmax())
-                    answer_lps.append(_log_softmax_at(logits, next_id))
-                    if self._llama_cpp.llama_token_is_eog(self.llm._model.vocab, next_id):
-                        reason = "eos"
-                        break
-                    generated.append(next_id)
-                    text = self.llm.detokenize(generated).decode("utf-8", errors="replace")
-                    longest = max((len(s) for s in stops), default=0)
-                    cut = find_stop(text, stops, max(0, emitted - longest))
-                    if cut is not None:
-                        reason = "stop"
-                        if cut > emitted:
-                            first_token_s = first_token_s or time.perf_counter() - started
-                            yield text[emitted:cut]
-                        emitted = max(emitted, cut)
-                        return
-                    safe = len(text) - stop_holdback(text, stops)
-                    if safe > emitted:
-                        first_token_s = first_token_s or time.perf_counter() - started
-                        yield text[emitted:safe]
-                        emitted = safe
-                    if len(generated) < max_new_tokens:
-                        logits = self._eval([next_id])
-            except (RuntimeError, ValueError) as exc:
-                raise GenerationError(f"{self.name} failed while generating: {exc}") from exc
-            tail = text[emitted:].rstrip("\ufffd")
-            if tail:
-                first_token_s = first_token_s or time.perf_counter() - started
-                yield tail
-        finally:
-            self.last_stats = GenerationStats(
-                prompt_tokens=len(ids),
-                gen_tokens=len(generated),
-                prefill_s=prefill_s,
-                first_token_s=first_token_s,
-                total_s=time.perf_counter() - started,
-                stop_reason=reason,
-                answer_logprobs=tuple(answer_lps[: len(generated)]),
-                continuation_logprobs=tuple(scored),
-            )
+            yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
 
     def _prefill(self, ids: list[int], cancel: threading.Event | None) -> np.ndarray | None:
         """Evaluate the prompt, reusing the cached tokens it starts with; the last
@@ -256,6 +176,19 @@ class LlamaCppGenerator:
                 return None
             logits = self._eval(ids[start : start + _PREFILL_CHUNK])
         return logits
+
+    def _step(self, token: int) -> np.ndarray:
+        return self._eval([token])
+
+    def _pick(self, logits: np.ndarray) -> tuple[int, float]:
+        token = int(logits.argmax())
+        return token, _log_softmax_at(logits, token)
+
+    def _is_end(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_token_is_eog(self.llm._model.vocab, token))
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
 
     def _eval(self, tokens: Sequence[int]) -> np.ndarray:
         """Append `tokens` to the sequence; the logits after the last one (a copy)."""
