@@ -22,9 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ragchat.answer.abstention import normalize_answer  # noqa: E402
+from ragchat.answer.citations import strip_citations  # noqa: E402
 from ragchat.config import load_settings  # noqa: E402
-from ragchat.evaluation import contains, load_questions, normalize_answer, token_f1  # noqa: E402
-from ragchat.evaluator import strip_citations  # noqa: E402
+from ragchat.eval.metrics import contains, load_questions, token_f1  # noqa: E402
 
 QA = REPO.parent / "shared" / "bench" / "qa-public"
 INDEX = Path("/tmp/ragchat-answer-quality/qa-public")
@@ -52,7 +53,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override a ragchat constant for this run: --set FOCUS_SENTENCES=None (ragchat.qa) "
+        help="override a ragchat constant for this run: --set FOCUS_SENTENCES=None (ragchat.answer.qa) "
         "or --set prompting.QUESTION_FIRST=1",
     )
     ap.add_argument("--report", type=Path, help="write one JSON line per question here")
@@ -82,7 +83,7 @@ def main() -> int:
         print(json.dumps(calibrate(rows, args.signal), indent=2))
         return 0
     if args.rescore:
-        from ragchat.qa import VERIFY_THRESHOLD, no_answer_threshold
+        from ragchat.answer.abstention import VERIFY_THRESHOLD, no_answer_threshold
 
         model = args.model or load_settings({}).model
         rows = [
@@ -95,8 +96,8 @@ def main() -> int:
     settings = load_settings(
         {"model": args.model, "backend": args.backend, "threads": args.threads or None}
     )
-    from ragchat.ingest import ingest
-    from ragchat.retriever import open_retriever
+    from ragchat.ingest.pipeline import ingest
+    from ragchat.retrieval.retriever import open_retriever
 
     if not (INDEX / "manifest.json").exists():
         INDEX.parent.mkdir(parents=True, exist_ok=True)
@@ -107,13 +108,13 @@ def main() -> int:
 
     import importlib
 
-    from ragchat.generators import load_generator
-    from ragchat.qa import answer
+    from ragchat.answer.qa import answer
+    from ragchat.generation.loading import load_generator
 
     for assignment in args.set:
         name, _, value = assignment.partition("=")
         module_name, _, attr = name.rpartition(".")
-        module = importlib.import_module(f"ragchat.{module_name or 'qa'}")
+        module = importlib.import_module(f"ragchat.{module_name or 'answer.qa'}")
         if not hasattr(module, attr):
             ap.error(f"--set: {module.__name__} has no {attr}")
         setattr(module, attr, None if value == "None" else type_of(getattr(module, attr), value))
@@ -199,8 +200,9 @@ def _read(path: Path) -> list[dict]:
 def _apply(row: dict, threshold: float | None, signal: str = "no_answer") -> dict:
     """`row` as a run with this threshold on `signal` would have produced it (no_answer:
     abstain above the threshold; verify: abstain below it)."""
-    from ragchat.prompting import ABSTAIN, clean_answer, is_abstention
-    from ragchat.qa import strip_markers
+    from ragchat.answer.abstention import ABSTAIN, is_abstention
+    from ragchat.answer.citations import strip_markers
+    from ragchat.answer.prompts import clean_answer
 
     row = dict(row)
     raw = row.get("raw")

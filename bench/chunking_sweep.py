@@ -2,7 +2,7 @@
 
 Extracts the qa-public PDFs with ragchat's extractor, chunks them with each setting, embeds
 with MiniLM, searches a flat FAISS inner-product index over all chunks of all documents and
-scores each question with `ragchat.evaluation.passage_hit` (gold document, within one page,
+scores each question with `ragchat.eval.metrics.passage_hit` (gold document, within one page,
 answer in the text). Questions are split into two halves by document (even / odd in name
 order): tune on half A, check on half B. Never tune to particular questions.
 
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ragchat.chunking import _chunk, _Options, document_text
 from ragchat.config import load_settings
-from ragchat.embedders import load_embedder
-from ragchat.evaluation import load_questions, retrieval_metrics
-from ragchat.pdf import extract_document_inprocess
+from ragchat.eval.metrics import load_questions, retrieval_metrics
+from ragchat.ingest.chunking import _chunk, _Options, document_text
+from ragchat.ingest.pdf import extract_document_inprocess
 from ragchat.records import Chunk, Page, Passage
+from ragchat.retrieval.embedders import load_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SETTINGS = [

@@ -17,7 +17,7 @@ that embedder's tokenizer, 160 tokens / overlap 32 by default) into
    `ragchat eval QUESTIONS --index PATH --retrieval-only --method M` prints.
 2. "script": every chunk text and question re-embedded here (timed: the embed chunks/s
    column), searched with a FAISS IndexFlatIP built here, hybrid fused with
-   `ragchat.fusion.fuse` over the store's BM25 as `Retriever.search` does, and scored with
+   `ragchat.retrieval.fusion.fuse` over the store's BM25 as `Retriever.search` does, and scored with
    `evaluation.retrieval_metrics`. For an LM this covers both variants: centred
    (normalise(pooled - corpus mean), which must reproduce step 1) and uncentred
    (normalise(pooled)). For MiniLM it just repeats step 1 as a check.
@@ -50,14 +50,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ragchat.config import Settings, load_settings  # noqa: E402
-from ragchat.evaluation import Question, load_questions, retrieval_metrics  # noqa: E402
-from ragchat.evaluator import EVAL_K, run_eval  # noqa: E402
+from ragchat.eval.metrics import Question, load_questions, retrieval_metrics  # noqa: E402
+from ragchat.eval.runner import EVAL_K, run_eval  # noqa: E402
 from ragchat.hub import configure_hub  # noqa: E402
-from ragchat.retriever import MIN_CANDIDATES, Retriever, open_retriever  # noqa: E402
-from ragchat.store import IndexStore  # noqa: E402
+from ragchat.index.store import IndexStore  # noqa: E402
+from ragchat.retrieval.retriever import MIN_CANDIDATES, Retriever, open_retriever  # noqa: E402
 
 if TYPE_CHECKING:
-    from ragchat.embedders import Embedder
+    from ragchat.retrieval.embedders import Embedder
 
 QA = REPO.parent / "shared" / "bench" / "qa-public"
 ROOT = Path("/tmp/ragchat-embedders")
@@ -95,7 +95,7 @@ class Recorder:
         self._saved: list[tuple[type, str, Any]] = []
 
     def install(self) -> None:
-        from ragchat.embedders import LMEmbedder, SentenceEmbedder, STEmbedder
+        from ragchat.retrieval.embedders import LMEmbedder, SentenceEmbedder, STEmbedder
 
         for cls, name in ((LMEmbedder, "pool"), (SentenceEmbedder, "embed"), (STEmbedder, "embed")):
             original = getattr(cls, name)
@@ -134,8 +134,8 @@ def build_index(
     already there; info: chunks, chunking, ingest seconds (from when it was built). A fresh
     build also saves the chunk vectors ingest computed (raw pooled for an LM) and their
     embedding rate."""
-    from ragchat.ingest import ingest
-    from ragchat.store import MANIFEST
+    from ragchat.index.store import MANIFEST
+    from ragchat.ingest.pipeline import ingest
 
     path = root / index_name(spec, subset)
     info_file = root / f"{index_name(spec, subset)}.ingest.json"
@@ -228,7 +228,7 @@ def ragchat_eval(retriever: Retriever, questions: Sequence[Question]) -> Metrics
     try:
         return run_eval(questions, retriever).retrieval
     except (ImportError, re.error) as exc:
-        # run_eval imports ragchat.qa (for answering) even when only retrieving; while that
+        # run_eval imports ragchat.answer.qa (for answering) even when only retrieving; while that
         # import is broken, do what it does for retrieval: top EVAL_K, retrieval_metrics.
         print(f"  (run_eval unusable: {exc!r}; scoring its retrieval step here)", file=sys.stderr)
         results = [retriever.search(q.question, EVAL_K) for q in questions]
@@ -271,7 +271,7 @@ def script_eval(
     `Retriever.search` does for `run_eval` (top EVAL_K; hybrid fuses MIN_CANDIDATES each)."""
     import faiss
 
-    from ragchat.fusion import fuse
+    from ragchat.retrieval.fusion import fuse
 
     flat = faiss.IndexIDMap2(faiss.IndexFlatIP(chunk_vectors.shape[1]))
     flat.add_with_ids(np.ascontiguousarray(chunk_vectors), np.asarray(ids, dtype=np.int64))

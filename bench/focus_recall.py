@@ -18,9 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ragchat.answer.abstention import normalize_answer  # noqa: E402
+from ragchat.answer.focus import focus_passages  # noqa: E402
 from ragchat.config import load_settings  # noqa: E402
-from ragchat.evaluation import load_questions, normalize_answer  # noqa: E402
-from ragchat.focus import focus_passages  # noqa: E402
+from ragchat.eval.metrics import load_questions  # noqa: E402
 
 QA = REPO.parent / "shared" / "bench" / "qa-public"
 INDEX = Path("/tmp/ragchat-answer-quality/qa-public")  # shared with answer_quality.py
@@ -36,8 +37,8 @@ def main() -> int:
     if not QA.is_dir():
         sys.exit(f"qa-public not found at {QA}: this bench needs ../shared/bench")
     settings = load_settings({})
-    from ragchat.ingest import ingest
-    from ragchat.retriever import open_retriever
+    from ragchat.ingest.pipeline import ingest
+    from ragchat.retrieval.retriever import open_retriever
 
     if not (INDEX / "manifest.json").exists():
         ingest([QA / "docs"], INDEX, settings)

@@ -77,7 +77,7 @@ def child_prepare(backend: str, model: str, cache_dir: Path, threads: int) -> di
     """Do the one-time work a first load would do (assemble/verify the GGUF; for
     transformers also convert it to a bf16 folder) and time it."""
     from ragchat.hub import configure_hub
-    from ragchat.models import list_models, resolve_gguf, resolve_model_dir
+    from ragchat.weights import list_models, resolve_gguf, resolve_model_dir
 
     settings = make_settings(cache_dir, backend, threads)
     configure_hub(False)
@@ -107,13 +107,13 @@ def child_run(
     """Load the model (timed, cold), then generate from the shared RAG prompt `repeats`
     times; everything measured in this process."""
     started = time.perf_counter()
-    from ragchat.generators import load_generator
+    from ragchat.generation.loading import load_generator
 
     settings = make_settings(cache_dir, backend, threads)
     gen = load_generator(model, settings)
     load_s = time.perf_counter() - started
 
-    from ragchat.prompting import build_rag_prompt
+    from ragchat.answer.prompts import build_rag_prompt
     from ragchat.records import Passage
 
     passages = [Passage(**p) for p in json.loads(passages_file.read_text(encoding="utf-8"))]
@@ -208,7 +208,7 @@ def run_child(args: list[str], timeout: float) -> dict[str, Any]:
 
 def sample_passages(path: Path) -> list[dict[str, Any]]:
     """The sample PDF's pages as passages (one per page), as plain dicts."""
-    from ragchat.pdf import extract_document_inprocess
+    from ragchat.ingest.pdf import extract_document_inprocess
 
     doc = extract_document_inprocess(path)
     return [
@@ -226,17 +226,17 @@ def sample_passages(path: Path) -> list[dict[str, Any]]:
 
 
 def installed_models(cache_dir: Path) -> set[str]:
-    from ragchat.models import list_models
+    from ragchat.weights import list_models
 
     return {m.name for m in list_models(make_settings(cache_dir, "auto", 0)) if m.installed}
 
 
 def prompt_budget() -> int:
-    """qa.py's prompt budget (800 when ragchat.qa cannot be imported right now)."""
+    """qa.py's prompt budget (800 when ragchat.answer.qa cannot be imported right now)."""
     try:
-        from ragchat.qa import MAX_PROMPT_TOKENS
+        from ragchat.answer.qa import MAX_PROMPT_TOKENS
     except Exception as exc:  # the bench must run while qa.py (or what it imports) changes
-        print(f"(ragchat.qa unusable: {type(exc).__name__}: {exc}; prompt budget 800)")
+        print(f"(ragchat.answer.qa unusable: {type(exc).__name__}: {exc}; prompt budget 800)")
         return 800
     return int(MAX_PROMPT_TOKENS)
 

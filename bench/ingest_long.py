@@ -48,9 +48,9 @@ def main() -> int:
 
     settings = load_settings({"extractor": args.extractor})
     configure_hub(False)
-    from ragchat.ingest import ingest
-    from ragchat.pdf import extract_document
-    from ragchat.store import IndexStore
+    from ragchat.index.store import IndexStore
+    from ragchat.ingest.pdf import extract_document
+    from ragchat.ingest.pipeline import ingest
 
     print(
         f"{len(files)} files, extractor {args.extractor}, embedder {settings.embedder}, "
@@ -86,7 +86,7 @@ def main() -> int:
             extract_s = time.perf_counter() - t0
             print(f"\n[2] extraction alone: {extract_s:.1f} s ({pages / extract_s:.1f} pages/s)")
 
-        from ragchat.embedders import load_embedder
+        from ragchat.retrieval.embedders import load_embedder
 
         embedder = load_embedder(settings.embedder, settings)
         embedder.embed(texts[:64], kind="passage", batch_size=settings.embed_batch_size)  # warm

@@ -1,4 +1,4 @@
-"""Robustness and speed figures for ragchat.pdf on the shared bench.
+"""Robustness and speed figures for ragchat.ingest.pdf on the shared bench.
 
     python bench/odd_pdfs.py [--bench DIR] [--timeout S]   # pdfs-odd, fallback off vs on
     python bench/odd_pdfs.py --qa                          # + qa-public: pypdf vs pdfium
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from ragchat.errors import PdfError  # noqa: E402
-from ragchat.pdf import (  # noqa: E402
+from ragchat.ingest.pdf import (  # noqa: E402
     _read_pdfium,
     _read_pypdf,
     extract_document,

@@ -21,7 +21,7 @@ questions `--passes` times after a short warm-up; p50/p95 over those calls. reca
 mean |approx top-10 ∩ flat top-10| / 10. Build = add (and train) time. FAISS runs with its
 default OpenMP thread count unless --faiss-threads says otherwise; the figure is printed.
 
-End to end: `ragchat.retriever.open_retriever` on the real index (settings.retrieval, hybrid
+End to end: `ragchat.retrieval.retriever.open_retriever` on the real index (settings.retrieval, hybrid
 by default: query embedding + FAISS + BM25 + fusion + passage fetch), one call per
 question, with its parts (query embedding alone, BM25 alone, FAISS alone) beside it.
 """
@@ -167,14 +167,14 @@ def end_to_end(
     index: Path, settings: Any, questions: list[str], passes: int
 ) -> list[dict[str, Any]]:
     """Retriever.search on the real index, and its parts, per question."""
-    from ragchat.retriever import open_retriever
+    from ragchat.retrieval.retriever import open_retriever
 
     retriever = open_retriever(index, settings)
     try:
         retriever.warm_up()
         store, embedder = retriever.store, retriever.embedder
         vectors = embedder.embed(questions, kind="query")
-        from ragchat.retriever import MIN_CANDIDATES
+        from ragchat.retrieval.retriever import MIN_CANDIDATES
 
         depth = max(K, MIN_CANDIDATES)
         parts: list[tuple[str, Callable[[int], Any]]] = [
@@ -243,7 +243,7 @@ def main() -> int:
         faiss.omp_set_num_threads(args.faiss_threads)
     threads = faiss.omp_get_max_threads()
 
-    from ragchat.embedders import load_embedder
+    from ragchat.retrieval.embedders import load_embedder
 
     questions = [
         json.loads(line)["question"]

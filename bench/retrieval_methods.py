@@ -24,11 +24,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ragchat.evaluation import Question, latency_percentiles, load_questions, retrieval_metrics  # noqa: E402
-from ragchat.fusion import fuse  # noqa: E402
+from ragchat.eval.metrics import Question, latency_percentiles, load_questions, retrieval_metrics  # noqa: E402
 from ragchat.hub import configure_hub  # noqa: E402
-from ragchat.lexical import DEFAULT_STOPWORDS, LexicalIndex  # noqa: E402
+from ragchat.index.lexical import DEFAULT_STOPWORDS, LexicalIndex  # noqa: E402
 from ragchat.records import Page, Passage  # noqa: E402
+from ragchat.retrieval.fusion import fuse  # noqa: E402
 
 BENCH = REPO.parent / "shared" / "bench"
 QA = BENCH / "qa-public"
@@ -55,13 +55,13 @@ USED: dict[str, str] = {}
 def extract_pages(path: Path) -> list[Page]:
     """The project's extractor when present and working, plain pypdf otherwise."""
     try:
-        from ragchat.pdf import extract_document_inprocess  # type: ignore[attr-defined]
+        from ragchat.ingest.pdf import extract_document_inprocess  # type: ignore[attr-defined]
 
         pages = list(extract_document_inprocess(path).pages)
-        USED["extractor"] = "ragchat.pdf.extract_document_inprocess"
+        USED["extractor"] = "ragchat.ingest.pdf.extract_document_inprocess"
         return pages
     except Exception as exc:  # the bench must run while pdf.py is still being written
-        USED["extractor"] = f"pypdf (ragchat.pdf unusable: {type(exc).__name__}: {exc})"
+        USED["extractor"] = f"pypdf (ragchat.ingest.pdf unusable: {type(exc).__name__}: {exc})"
         return _pypdf_pages(path)
 
 
@@ -73,23 +73,23 @@ def load_tokenizer():  # type: ignore[no-untyped-def]
 
 
 def chunk_document(pages: list[Page], tokenizer, max_tokens: int, overlap: int):  # type: ignore[no-untyped-def]
-    """(text, page_start, page_end) chunks: ragchat.chunking when present, else windows."""
+    """(text, page_start, page_end) chunks: ragchat.ingest.chunking when present, else windows."""
 
     def token_spans(text: str) -> list[tuple[int, int]]:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return [tuple(span) for span in enc["offset_mapping"]]
 
     try:
-        from ragchat.chunking import chunk_pages
+        from ragchat.ingest.chunking import chunk_pages
     except ImportError:
         chunk_pages = None
     if chunk_pages is not None:
-        USED["chunker"] = "ragchat.chunking.chunk_pages"
+        USED["chunker"] = "ragchat.ingest.chunking.chunk_pages"
         return [
             (c.text, c.page_start, c.page_end)
             for c in chunk_pages(pages, token_spans, max_tokens, overlap)
         ]
-    USED["chunker"] = "fixed windows per page (ragchat.chunking absent)"
+    USED["chunker"] = "fixed windows per page (ragchat.ingest.chunking absent)"
     out = []
     for page in pages:  # stand-in: fixed windows inside each page
         spans = token_spans(page.text)

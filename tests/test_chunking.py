@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.chunking import PAGE_SEPARATOR, chunk_pages, document_text
+from ragchat.ingest.chunking import PAGE_SEPARATOR, chunk_pages, document_text
 from ragchat.records import Chunk, Page
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "bench"

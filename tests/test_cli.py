@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pdfmaker import make_pdf
 
-from ragchat.cli import main
+from ragchat.cli.main import main
 
 HEAVY = ("torch", "transformers", "faiss", "sentence_transformers")
 
@@ -18,7 +18,7 @@ HEAVY = ("torch", "transformers", "faiss", "sentence_transformers")
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "import sys, contextlib, io\n"
-        "from ragchat.cli import main\n"
+        "from ragchat.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    for argv in (['--help'], ['ingest', '--help'], ['search', '--help']):\n"
         "        try:\n"

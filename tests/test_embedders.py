@@ -11,14 +11,14 @@ import pytest
 from tinymodels import make_tiny_phi
 
 from ragchat.config import Settings
-from ragchat.embedders import (
+from ragchat.errors import IndexMismatchError, ModelUnavailableError
+from ragchat.retrieval.embedders import (
     MINILM_SHA256,
     LMEmbedder,
     _load_minilm,
     load_embedder,
     minilm_folder,
 )
-from ragchat.errors import IndexMismatchError, ModelUnavailableError
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ragchat.evaluation import (
+from ragchat.answer.abstention import normalize_answer
+from ragchat.eval.metrics import (
     Question,
     answer_metrics,
     contains,
@@ -16,13 +17,12 @@ from ragchat.evaluation import (
     first_hit_rank,
     latency_percentiles,
     load_questions,
-    normalize_answer,
     passage_hit,
     retrieval_metrics,
     token_f1,
 )
-from ragchat.fusion import fuse
 from ragchat.records import Passage
+from ragchat.retrieval.fusion import fuse
 
 QA_PUBLIC = Path(__file__).resolve().parents[2] / "shared" / "bench" / "qa-public"
 

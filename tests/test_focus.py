@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from ragchat.answer.abstention import question_coverage as focus_question_coverage
+from ragchat.answer.focus import GAP, focus_passages, split_sentences
 from ragchat.config import Settings
-from ragchat.embedders import load_embedder
-from ragchat.focus import GAP, focus_passages, split_sentences
-from ragchat.focus import question_coverage as focus_question_coverage
 from ragchat.records import Passage
+from ragchat.retrieval.embedders import load_embedder
 
 
 @pytest.fixture(scope="module")

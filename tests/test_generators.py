@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 from tinymodels import make_tiny_mistral, make_tiny_phi, make_tiny_phi3
 
+from ragchat.answer.prompts import build_rag_prompt
 from ragchat.config import Settings
 from ragchat.errors import ConfigError, GenerationError
-from ragchat.generators import (
-    BACKENDS,
-    TransformersGenerator,
-    find_stop,
-    load_generator,
-    stop_holdback,
-)
-from ragchat.prompting import ChatTemplateFormat, InstructFormat, Message, build_rag_prompt
+from ragchat.generation.base import find_stop, stop_holdback
+from ragchat.generation.formats import ChatTemplateFormat, InstructFormat, Message
+from ragchat.generation.hf import TransformersGenerator
+from ragchat.generation.loading import BACKENDS, load_generator
 from ragchat.records import Passage
 
 MESSAGES = [Message("system", "Be brief."), Message("user", "What is the capital of France?")]

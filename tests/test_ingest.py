@@ -16,9 +16,9 @@ from pdfmaker import make_pdf
 
 from ragchat.config import Settings, load_settings
 from ragchat.errors import IndexMismatchError
-from ragchat.ingest import ingest, rebuild, remove
-from ragchat.retriever import open_retriever
-from ragchat.store import IndexStore
+from ragchat.index.store import IndexStore
+from ragchat.ingest.pipeline import ingest, rebuild, remove
+from ragchat.retrieval.retriever import open_retriever
 
 LIGHTHOUSE = (
     "The lighthouse at Gull Point was built by the engineer Margaret Alder.\n"
@@ -207,7 +207,7 @@ def test_kill_9_mid_ingest_keeps_committed_files_and_rerun_completes(tmp_path: P
     retriever.close()
     assert hits and all(h.doc.startswith("doc") for h in hits)
 
-    from ragchat.ingest import ingest as run_ingest
+    from ragchat.ingest.pipeline import ingest as run_ingest
 
     report = run_ingest([folder], index, settings)
     counts = {s: report.count(s) for s in ("indexed", "unchanged")}

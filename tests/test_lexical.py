@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ragchat.errors import IndexMismatchError, IndexNotFoundError
-from ragchat.lexical import FILE_NAME, LexicalIndex, raw_tokens, tokenize
+from ragchat.index.lexical import FILE_NAME, LexicalIndex, raw_tokens, tokenize
 
 TEXTS = [
     "The lighthouse keeper climbed the spiral stairs every evening to light the lamp.",

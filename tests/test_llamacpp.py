@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from ragchat.answer.abstention import ABSTAIN
 from ragchat.config import Settings
-from ragchat.generators import auto_backend, load_generator
-from ragchat.prompting import ABSTAIN, Message
+from ragchat.generation.formats import Message
+from ragchat.generation.loading import auto_backend, load_generator
 
 pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed: pip install -e '.[llama]'"
 )
 
-from ragchat.llamacpp import GGUFChatTemplate, LlamaCppGenerator
+from ragchat.generation.llamacpp import GGUFChatTemplate, LlamaCppGenerator
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_chat_template_renders_like_transformers(
     transformers' own apply_chat_template gives for the same file."""
     from transformers import AutoTokenizer
 
-    from ragchat.models import resolve_gguf
+    from ragchat.weights import resolve_gguf
 
     gguf = resolve_gguf("smollm2", Settings(cache_dir=model_cache))
     assert gguf is not None

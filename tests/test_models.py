@@ -11,7 +11,7 @@ import pytest
 
 from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
-from ragchat.models import (
+from ragchat.weights import (
     PRESETS,
     assemble_parts,
     clear_cache,

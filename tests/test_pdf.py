@@ -1,4 +1,4 @@
-"""ragchat.pdf on real PDFs: generated ones (tests/pdfmaker.py, pypdf's PdfWriter) and a few
+"""ragchat.ingest.pdf on real PDFs: generated ones (tests/pdfmaker.py, pypdf's PdfWriter) and a few
 files of the shared robustness corpus (/work/shared/bench/pdfs-odd)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from pdfmaker import make_pdf
 
 from ragchat.errors import PdfError
-from ragchat.pdf import (
+from ragchat.ingest.pdf import (
     build_paragraphs,
     clean_text,
     extract_document,
@@ -141,7 +141,7 @@ def test_time_limit_kills_the_worker(tmp_path: Path) -> None:
 
 def test_importing_pdf_module_stays_light() -> None:
     code = (
-        "import sys, ragchat.pdf; "
+        "import sys, ragchat.ingest.pdf; "
         "bad = [m for m in ('torch', 'transformers', 'pypdf', 'pypdfium2') if m in sys.modules]; "
         "sys.exit(str(bad) if bad else 0)"
     )

@@ -7,25 +7,24 @@ from pathlib import Path
 import pytest
 from tinymodels import MISTRAL_TEMPLATE, PHI3_TEMPLATE
 
-from ragchat.prompting import (
-    ABSTAIN,
+from ragchat.answer.abstention import ABSTAIN, is_abstention
+from ragchat.answer.citations import page_label, render_citations
+from ragchat.answer.followup import clean_condensed, condense_question
+from ragchat.answer.prompts import (
     FEW_SHOT,
     VERIFY_EXAMPLES,
-    ChatTemplateFormat,
-    InstructFormat,
-    Message,
     Turn,
     build_rag_prompt,
     clean_answer,
-    clean_condensed,
-    condense_question,
-    fold_system,
     format_passage,
-    is_abstention,
-    page_label,
-    prompt_format_for,
-    render_citations,
     verify_prompt,
+)
+from ragchat.generation.formats import (
+    ChatTemplateFormat,
+    InstructFormat,
+    Message,
+    fold_system,
+    prompt_format_for,
 )
 from ragchat.records import Passage
 
@@ -236,7 +235,7 @@ def test_prompting_needs_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import ragchat.prompting, sys; print('torch' in sys.modules)"
+    code = "import ragchat.answer.prompts, sys; print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root

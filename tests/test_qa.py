@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 from tinymodels import make_tiny_mistral, make_tiny_phi, make_tiny_phi3
 
+from ragchat.answer.abstention import ABSTAIN, is_abstention
+from ragchat.answer.citations import CitationStream
+from ragchat.answer.followup import is_follow_up, standalone
+from ragchat.answer.prompts import Turn
+from ragchat.answer.qa import answer
 from ragchat.config import Settings, load_settings
-from ragchat.generators import load_generator
-from ragchat.ingest import ingest
-from ragchat.prompting import ABSTAIN, Turn, is_abstention
-from ragchat.qa import CitationStream, answer, is_follow_up, standalone
+from ragchat.generation.loading import load_generator
+from ragchat.ingest.pipeline import ingest
 from ragchat.records import Passage
-from ragchat.retriever import open_retriever
+from ragchat.retrieval.retriever import open_retriever
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +93,7 @@ def test_empty_index_abstains_without_the_model(
     settings = load_settings({"cache_dir": model_cache})
     index = tmp_path / "idx"
     ingest([sample_pdf], index, settings)
-    from ragchat.ingest import remove
+    from ragchat.ingest.pipeline import remove
 
     remove(index, ["gull-point.pdf"])
     retriever = open_retriever(index, settings)
@@ -177,7 +180,7 @@ def test_ask_json_contract(sample_index: Path, model_cache: Path) -> None:
 
 
 def test_lexical_support_and_no_answer_signals() -> None:
-    from ragchat.grounding import answer_signals, lexical_support
+    from ragchat.answer.abstention import answer_signals, lexical_support
 
     passages = ["The museum's first director was Henry Cole, trained at the Royal College."]
     assert lexical_support("Henry Cole", passages) == 1.0
@@ -194,7 +197,7 @@ def test_lexical_support_and_no_answer_signals() -> None:
 def test_verify_margin_sums_spellings() -> None:
     import math
 
-    from ragchat.grounding import logsumexp, verify_margin
+    from ragchat.answer.abstention import logsumexp, verify_margin
 
     assert logsumexp([]) == float("-inf")
     assert logsumexp([math.log(0.2), math.log(0.3)]) == pytest.approx(math.log(0.5))
@@ -256,9 +259,9 @@ def test_model_reads_focused_sentences_but_sources_are_whole(sample_index: Path,
 
 
 def test_no_answer_threshold_is_per_model() -> None:
-    from ragchat import qa
+    from ragchat.answer import abstention
 
-    assert qa.no_answer_threshold("qwen0.5b") == qa.NO_ANSWER_THRESHOLD
-    assert qa.no_answer_threshold("/some/model.gguf") == qa.NO_ANSWER_THRESHOLD
-    for model, threshold in qa.NO_ANSWER_THRESHOLDS.items():
-        assert qa.no_answer_threshold(model) == threshold
+    assert abstention.no_answer_threshold("qwen0.5b") == abstention.NO_ANSWER_THRESHOLD
+    assert abstention.no_answer_threshold("/some/model.gguf") == abstention.NO_ANSWER_THRESHOLD
+    for model, threshold in abstention.NO_ANSWER_THRESHOLDS.items():
+        assert abstention.no_answer_threshold(model) == threshold

@@ -15,10 +15,10 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
+from ragchat.cli.repl import ChatConsole, SlashCompleter, run_repl
 from ragchat.config import Settings, load_settings
 from ragchat.errors import IndexNotFoundError
-from ragchat.ingest import ingest
-from ragchat.repl import ChatConsole, SlashCompleter, run_repl
+from ragchat.ingest.pipeline import ingest
 
 SAMPLE_PDF = Path(__file__).resolve().parents[1] / "docs" / "sample" / "gull-point.pdf"
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from ragchat.errors import IndexBusyError, IndexNotFoundError, UsageError
-from ragchat.records import Chunk, Page
-from ragchat.store import (
+from ragchat.index.store import (
     FAISS_FILE,
     MANIFEST,
     IndexConfig,
@@ -20,6 +19,7 @@ from ragchat.store import (
     list_indexes,
     resolve_index_path,
 )
+from ragchat.records import Chunk, Page
 
 DIM = 8
 

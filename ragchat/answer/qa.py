@@ -1,68 +1,51 @@
 """Answer a question from retrieved passages: retrieve, build the prompt under the model's
-token budget, generate (streaming), render citations, detect abstention."""
+token budget, generate (streaming), render citations, decide abstention."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ragchat.focus import focus_passages, question_coverage
-from ragchat.grounding import answer_signals, verify_margin
-from ragchat.prompting import (
+from ragchat.answer.abstention import (
     ABSTAIN,
+    MIN_COVERAGE,
+    VERIFY_THRESHOLD,
+    answer_signals,
+    is_abstention,
+    no_answer_threshold,
+    question_coverage,
+    verify_margin,
+)
+from ragchat.answer.citations import Citation, CitationStream, render_citations, strip_markers
+from ragchat.answer.focus import focus_passages
+from ragchat.answer.followup import standalone
+from ragchat.answer.prompts import (
     VERIFY_NO,
     VERIFY_YES,
-    Citation,
     Turn,
     build_rag_prompt,
     clean_answer,
-    clean_condensed,
-    condense_question,
-    is_abstention,
-    render_citations,
     verify_prompt,
 )
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
-    from ragchat.generators import Generator
-    from ragchat.retriever import Retriever
+    from ragchat.generation.base import Generator
+    from ragchat.retrieval.retriever import Retriever
+
 
 # The prompt never grows past this many tokens, whatever the model's window: on a CPU the
 # prompt is read at a few hundred tokens/s, and more than a handful of passages only
 # distracts a small model.
 MAX_PROMPT_TOKENS = 800
-# Abstain when the no-answer score (grounding.answer_signals: mean log-prob of the ABSTAIN
-# sentence minus that of the model's own answer) exceeds this. Calibrated for qwen0.5b on
-# llama.cpp with focused passages, dev split (69 answerable + 16 unanswerable, bench/
-# answer_quality.py --calibrate --signal no_answer): the threshold that abstains most while
-# answering >= 90% (91% answered, 19% abstention on unanswerable). None disables the rule.
-NO_ANSWER_THRESHOLD: float | None = -1.75
-# The score's scale differs between models: presets calibrated the same way get their own.
-# qwen1.5b: dev split, same 69 + 16 questions, 91% answered, 19% abstention.
-NO_ANSWER_THRESHOLDS: dict[str, float | None] = {"qwen1.5b": -0.745}
-# Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
-# passage answers the question with this answer, one short extra prefill) is below this.
-# Off: on the same dev questions every threshold that abstained on unanswerable ones also
-# dropped correct answers (at -0.5: 92% answered, F1 0.48 -> 0.44, 18% abstention; worse
-# than no_answer alone). The margin is still recorded in `Answer.signals` for calibration.
-VERIFY_THRESHOLD: float | None = None
-CONDENSE_MAX_TOKENS = 48
+
+
 # Give the model only this many question-ranked sentences of the retrieved passages
 # (focus.py); None gives whole passages.
 FOCUS_SENTENCES: int | None = 3
-# Abstain without asking the model when the best sentence of the retrieved passages covers
-# no more than this share of the question (idf-weighted, focus.question_coverage): 0.0 =
-# not one of the question's terms occurs, the documents are about something else. A higher
-# bar misfires on small indexes, where a term found in every chunk has an idf near 0
-# ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27, "What
-# is the capital of France?" 0.0); no qa-public question, answerable or not, scores 0
-# (lowest 0.27).
-MIN_COVERAGE: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -97,97 +80,6 @@ class Answer:
     # The abstention signals (grounding.answer_signals); empty when the generator cannot
     # score continuations.
     signals: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
-
-
-_FOLLOW_UP = re.compile(
-    r"^(and|but|so|also|what about|how about)\b|\b(he|she|him|his|her|hers|it|its|they|them|"
-    r"their|theirs|this|that|these|those|there|then)\b",
-    re.IGNORECASE,
-)
-_UNRESOLVED = re.compile(r"\b(he|she|him|his|her|it|its|they|them|their)\b", re.IGNORECASE)
-
-
-def no_answer_threshold(model: str) -> float | None:
-    """The no-answer threshold for the model named `model` (a preset name, or any spec)."""
-    return NO_ANSWER_THRESHOLDS.get(model, NO_ANSWER_THRESHOLD)
-
-
-def is_follow_up(question: str) -> bool:
-    """Whether a question leans on the conversation (pronouns, "and …", very short)."""
-    return bool(_FOLLOW_UP.search(question)) or len(question.split()) <= 3
-
-
-def standalone(question: str, history: Sequence[Turn], generator: Generator) -> str:
-    """Rewrite a follow-up ("and when did he die?") into a question that stands alone,
-    using the conversation; the question itself when there is no history or it needs none.
-
-    Small models often fail at the rewrite (they answer, or string earlier questions
-    together), so an implausible rewrite is replaced by the previous question followed by
-    this one: crude, but retrieval then sees what the pronouns point at."""
-    if not history or not is_follow_up(question):
-        return question
-    prompt = condense_question(history, question, generator.prompt_format)
-    pieces = generator.stream(
-        prompt, max_new_tokens=CONDENSE_MAX_TOKENS, stop=(*generator.prompt_format.stop, "\n")
-    )
-    rewritten = clean_condensed("".join(pieces), question)
-    if _plausible_rewrite(rewritten, question, history):
-        return rewritten
-    return f"{history[-1].question.strip()} {question.strip()}"
-
-
-def _plausible_rewrite(rewritten: str, question: str, history: Sequence[Turn]) -> bool:
-    return (
-        rewritten.strip() != question.strip()
-        and rewritten.count("?") <= 1
-        and len(rewritten.split()) <= len(question.split()) + 20
-        and all(rewritten.strip() != t.question.strip() for t in history)
-        and not _UNRESOLVED.search(rewritten)
-    )
-
-
-class CitationStream:
-    """Turns streamed model text into display text: a `[n]` marker is held back until it is
-    complete, then shown as `[file p.N]` (or dropped if it points at no given passage)."""
-
-    _OPEN = re.compile(r"\[[^\]]{0,40}$")
-
-    def __init__(self, passages: Sequence[Passage], emit: Callable[[str], None]) -> None:
-        self._passages = passages
-        self._emit = emit
-        self._pending = ""
-        self._last = " "  # the last character shown, to avoid doubled spaces
-
-    def feed(self, piece: str) -> None:
-        text = self._pending + piece
-        match = self._OPEN.search(text)
-        if match:  # an unfinished bracket: keep it until it closes
-            text, self._pending = text[: match.start()], text[match.start() :]
-        else:
-            self._pending = ""
-        if text:
-            self._show(self._render(text))
-
-    def close(self) -> None:
-        if self._pending:
-            self._show(self._render(self._pending))
-            self._pending = ""
-
-    def _show(self, text: str) -> None:
-        if self._last.isspace():
-            text = text.lstrip(" ")
-        if text:
-            self._emit(text)
-            self._last = text[-1]
-
-    def _render(self, text: str) -> str:
-        if not text.strip():
-            return text
-        rendered, _ = render_citations(text, self._passages)
-        # render_citations trims; keep the stream's own spacing at the edges.
-        lead = text[: len(text) - len(text.lstrip())]
-        trail = text[len(text.rstrip()) :]
-        return lead + rendered + trail if rendered else lead + trail
 
 
 def answer(
@@ -334,11 +226,6 @@ def _evidence(citations: Sequence[Citation], passages: Sequence[Passage]) -> str
         if 1 <= citation.number <= len(passages):
             return passages[citation.number - 1].text
     return passages[0].text if passages else ""
-
-
-def strip_markers(text: str) -> str:
-    """The answer without its [n] citation markers."""
-    return " ".join(re.sub(r"\[[^\[\]]*\]", " ", text).split())
 
 
 def _abstain(

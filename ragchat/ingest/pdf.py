@@ -29,20 +29,25 @@ from ragchat.records import Document, Page
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+
 ProgressFn = Callable[[int, int], None]
 
+
 OCR_HINT = "no extractable text — scanned? run OCR first, e.g. ocrmypdf"
+
+
 GARBLED_HINT = (
     "text is garbled (fonts without a Unicode map) — run OCR first, e.g. ocrmypdf --force-ocr"
 )
+
+
 # Fewer non-space characters than this in a whole file is "almost no text": the other
 # extractor is tried; the text is still kept if it has SHORT_TEXT_CHARS and looks clean.
 MIN_TEXT_CHARS = 20
+
+
 SHORT_TEXT_CHARS = 4
 
-# --------------------------------------------------------------------------------------
-# Text normalisation
-# --------------------------------------------------------------------------------------
 
 # Targeted compatibility mapping instead of NFKC: NFKC would also rewrite full-width CJK
 # punctuation, superscripts, "①" etc. Arabic presentation forms are mapped because pypdf
@@ -58,25 +63,22 @@ _LIGATURES = {
     "Ĳ": "IJ",
     "ĳ": "ij",
 }
+
+
 _TRANSLATE: dict[int, str | None] = {ord(k): v for k, v in _LIGATURES.items()}
-for _cp in [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]:
-    _mapped = unicodedata.normalize("NFKC", chr(_cp))
-    if _mapped != chr(_cp):
-        _TRANSLATE[_cp] = _mapped
-# Unicode spaces become plain spaces; zero-width characters and BOMs disappear.
-for _cp in [0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000, 0x09]:
-    _TRANSLATE[_cp] = " "
-for _cp in [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]:
-    _TRANSLATE[_cp] = None
-# C0/C1 control characters other than \n (and the hyphen markers handled first).
-for _cp in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]:
-    _TRANSLATE.setdefault(_cp, None)
+
 
 _SPACES = re.compile(r" {2,}")
+
+
 _ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 # PDFium writes U+FFFE (sometimes U+0002) where it removed a line-end hyphen; pypdf keeps
 # U+00AD soft hyphens. Both become "-" + line break so one de-hyphenation rule applies.
 _HYPHEN_MARK = re.compile(r"[\ufffe\x02]\n?|\u00ad\n")
+
+
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 
 
@@ -99,8 +101,14 @@ _PAGE_NUMBER = re.compile(
     r"^(?:page\s*)?[-–—(]?\s*(?:\d{1,5}|[ivxlc]{2,7})\s*[-–—)]?(?:\s*(?:of|/)\s*\d{1,5})?$",
     re.IGNORECASE,
 )
+
+
 _DIGITS = re.compile(r"\d+")
+
+
 _NUMBER_TOKEN = re.compile(r"^\d{1,5}$")
+
+
 ZONE_LINES = 3  # header/footer candidates: this many non-empty lines at the top and bottom
 
 
@@ -191,7 +199,11 @@ def remove_running_lines(pages: list[list[str]]) -> tuple[list[list[str]], int]:
 
 
 _LIST_MARKER = re.compile(r"^(?:[•●◦▪■□◆►‣∙*–—-]\s|\d{1,2}[.)]\s|\(\d{1,2}\)\s|\(?[a-z]\)\s)")
+
+
 _HYPHEN_END = re.compile(r"([^\W\d_]+)-$")
+
+
 _FIRST_WORD = re.compile(r"^([^\W\d_]+)")
 
 
@@ -299,12 +311,10 @@ def normalise_pages(raw_pages: list[str]) -> tuple[list[str], int]:
     return [build_paragraphs(lines, vocab) for lines in cleaned], removed
 
 
-# --------------------------------------------------------------------------------------
-# Quality check
-# --------------------------------------------------------------------------------------
-
 # U+FFFE and \x02 are left out: PDFium marks removed line-end hyphens with them.
 _BAD_CHARS = re.compile(r"[\ufffd\ue000-\uf8ff\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 _SCRIPT_GROUPS = {
     "HIRAGANA": "CJK",
     "KATAKANA": "CJK",
@@ -314,7 +324,11 @@ _SCRIPT_GROUPS = {
     "IDEOGRAPHIC": "CJK",
     "HANGUL": "CJK",
 }
+
+
 _SAMPLE_CHARS = 20_000
+
+
 # Scripts written without spaces between words: the word-length check does not apply.
 _UNSPACED_SCRIPTS = {"CJK", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"}
 
@@ -356,10 +370,6 @@ def text_problem(text: str, min_chars: int = MIN_TEXT_CHARS) -> str | None:
             return "no word structure (words over 25 letters on average)"
     return None
 
-
-# --------------------------------------------------------------------------------------
-# Extractors
-# --------------------------------------------------------------------------------------
 
 FailureKind = Literal["password", "broken", "dependency"]
 
@@ -504,6 +514,7 @@ def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -
 
 
 _READERS = {"pypdf": _read_pypdf, "pdfium": _read_pdfium}
+
 
 PARAGRAPH_GAP = 1.4  # a line gap this many times the page's usual line spacing = paragraph
 
@@ -690,11 +701,6 @@ def _document(path: Path, raw: _RawText, notes: list[str]) -> Document:
     )
 
 
-# --------------------------------------------------------------------------------------
-# Worker process
-# --------------------------------------------------------------------------------------
-
-
 def _mp_context() -> multiprocessing.context.BaseContext:
     # forkserver: children fork from a small server process that imported the main module,
     # this module and the two PDF libraries once (no torch threads), so a worker starts in
@@ -708,7 +714,7 @@ def _mp_context() -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     # pypdf imports filters/codecs lazily on the first page: preload them too.
     ctx.set_forkserver_preload(
-        ["__main__", "ragchat.pdf", "pypdf", "pypdf.filters", "pypdf._codecs", "pypdfium2"]
+        ["__main__", "ragchat.ingest.pdf", "pypdf", "pypdf.filters", "pypdf._codecs", "pypdfium2"]
     )
     return ctx
 

@@ -7,19 +7,20 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragchat.cli.common import add_common_options
+from ragchat.cli.render import answer_json, timing_line
 from ragchat.errors import RagchatError, UsageError
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
-    from ragchat.generators import Generator
-    from ragchat.qa import Answer
+    from ragchat.generation.base import Generator
 
 
-def register(sub: Any, common: Callable[..., None]) -> None:
+def register(sub: Any) -> None:
+    """Add the answering commands to the `ragchat` subparsers."""
     p = sub.add_parser(
         "ask",
         help="answer a question from your documents, citing [file p.N]",
@@ -36,7 +37,7 @@ def register(sub: Any, common: Callable[..., None]) -> None:
         action="store_true",
         help="print the passages given to the model after the answer",
     )
-    common(p)
+    add_common_options(p)
     p.set_defaults(handler=cmd_ask)
 
     p = sub.add_parser(
@@ -47,7 +48,7 @@ def register(sub: Any, common: Callable[..., None]) -> None:
         "/k N, /index NAME, /model NAME, /clear, /quit).",
     )
     _answer_options(p)
-    common(p)
+    add_common_options(p)
     p.set_defaults(handler=cmd_chat)
 
     p = sub.add_parser(
@@ -65,7 +66,7 @@ def register(sub: Any, common: Callable[..., None]) -> None:
     p.add_argument("--report", type=Path, help="write one JSON line per question here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _answer_options(p)
-    common(p)
+    add_common_options(p)
     p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser(
@@ -84,7 +85,7 @@ def register(sub: Any, common: Callable[..., None]) -> None:
         help="delete assembled/converted files (of one preset, or all)",
     )
     p.add_argument("--json", action="store_true")
-    common(p, index=False)
+    add_common_options(p, index=False)
     p.set_defaults(handler=cmd_models)
 
 
@@ -115,7 +116,7 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
 
 def load_model(settings: Settings, quiet: bool = False) -> Generator:
     """Load the generator, drawing assembly/conversion progress on stderr."""
-    from ragchat.generators import load_generator
+    from ragchat.generation.loading import load_generator
 
     bar: Any = None
 
@@ -144,51 +145,18 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
             bar.close()
 
 
-def answer_json(answer: Answer) -> dict[str, Any]:
-    from ragchat.cli import passage_json
-    from ragchat.evaluator import strip_citations
-
-    t = answer.timings
-    return {
-        "question": answer.question,
-        # Citations live in "citations"; "answer" is the answer alone, "answer_cited" the
-        # text as shown in the console.
-        "answer": strip_citations(answer.text),
-        "answer_cited": answer.text,
-        "abstained": answer.abstained,
-        "citations": [{"doc": c.doc, "page": c.page} for c in answer.citations],
-        "passages": [passage_json(p) for p in answer.passages],
-        "timings": {
-            "load_s": round(t.load_s, 3),
-            "retrieve_s": round(t.retrieve_s, 3),
-            "first_token_s": None if t.first_token_s is None else round(t.first_token_s, 3),
-            "prompt_tokens": t.prompt_tokens,
-            "gen_tokens": t.gen_tokens,
-            "tok_per_s": round(t.tok_per_s, 2),
-        },
-    }
-
-
-def timing_line(answer: Answer) -> str:
-    t = answer.timings
-    first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
-    return (
-        f"{len(answer.passages)} passages · retrieve {t.retrieve_s:.2f}s, {first}"
-        f"total {t.total_s:.1f}s · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s"
-    )
-
-
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.cli import _emit_json, _stdin_lines, index_path, page_label
-    from ragchat.qa import answer
-    from ragchat.retriever import open_retriever
+    from ragchat.answer.qa import answer
+    from ragchat.cli.common import emit_json, index_path, stdin_lines
+    from ragchat.cli.render import page_label
+    from ragchat.retrieval.retriever import open_retriever
 
     k = args.k or settings.k
     retriever = open_retriever(index_path(args, settings), settings)
     started = time.perf_counter()
     generator = load_model(settings, quiet=False)
     load_s = time.perf_counter() - started
-    questions = _stdin_lines() if args.question == "-" else [args.question]
+    questions = stdin_lines() if args.question == "-" else [args.question]
     status = 0
     for question in questions:
         try:
@@ -201,7 +169,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                     max_new_tokens=settings.max_new_tokens,
                     load_s=load_s,
                 )
-                _emit_json(answer_json(result))
+                emit_json(answer_json(result))
             else:
                 result = answer(
                     question,
@@ -231,7 +199,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         except RagchatError as exc:
             status = 1
             if args.json:
-                _emit_json({"question": question, "error": str(exc)})
+                emit_json({"question": question, "error": str(exc)})
             else:
                 print(f"error: {exc}", file=sys.stderr)
         load_s = 0.0  # counted once, on the first answer
@@ -245,31 +213,31 @@ def _print_piece(text: str) -> None:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.cli import index_path
-    from ragchat.repl import run_repl
+    from ragchat.cli.common import index_path
+    from ragchat.cli.repl import run_repl
 
     return run_repl(settings, index_path(args, settings))
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.cli import _emit_json, _human_bytes
-    from ragchat.models import clear_cache, list_models
+    from ragchat.cli.common import emit_json, human_bytes
+    from ragchat.weights import clear_cache, list_models
 
     if args.clear_cache:
         freed = clear_cache(settings, None if args.clear_cache == "all" else args.clear_cache)
-        print(f"freed {_human_bytes(freed)} from {settings.cache_dir}")
+        print(f"freed {human_bytes(freed)} from {settings.cache_dir}")
         return 0
     models = list_models(settings)
     if args.json:
         from dataclasses import asdict
 
-        _emit_json({"cache_dir": str(settings.cache_dir), "models": [asdict(m) for m in models]})
+        emit_json({"cache_dir": str(settings.cache_dir), "models": [asdict(m) for m in models]})
         return 0
     print(f"model cache: {settings.cache_dir}")
     for m in models:
         state = "ready" if m.cached else "installed" if m.installed else "not installed"
         default = "*" if m.name == settings.model else " "
-        print(f"{default} {m.name:10} {state:14} {_human_bytes(m.disk_bytes):>10}  {m.description}")
+        print(f"{default} {m.name:10} {state:14} {human_bytes(m.disk_bytes):>10}  {m.description}")
         if not m.installed:
             print(f"  {'':10} install: {m.install}")
     print("* = default (--model / RAGCHAT_MODEL); 'ready' = converted, loads in seconds")
@@ -277,10 +245,11 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.cli import IngestBars, _emit_json, index_path, print_report
-    from ragchat.evaluation import load_questions
-    from ragchat.evaluator import run_eval
-    from ragchat.retriever import open_retriever
+    from ragchat.cli.common import emit_json, index_path
+    from ragchat.cli.render import IngestBars, print_report
+    from ragchat.eval.metrics import load_questions
+    from ragchat.eval.runner import run_eval
+    from ragchat.retrieval.retriever import open_retriever
 
     questions = []
     for path in args.questions:
@@ -291,7 +260,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         questions += loaded[: args.limit] if args.limit else loaded
     target = index_path(args, settings)
     if args.docs:
-        from ragchat.ingest import ingest
+        from ragchat.ingest.pipeline import ingest
 
         bars = IngestBars(enabled=sys.stderr.isatty())
         try:
@@ -330,7 +299,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "latency": report.latency,
     }
     if args.json:
-        _emit_json(summary)
+        emit_json(summary)
         return 0
     r = report.retrieval
     print(

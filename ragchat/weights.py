@@ -24,11 +24,15 @@ from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
 
 ProgressCallback = Callable[[int, int], None]
-"""on_progress(done_bytes, total_bytes)."""
+
 
 _CHUNK = 8 * 1024 * 1024
+
+
 # Bump when the converted folder layout changes, so stale conversions are redone.
 _CONVERT_VERSION = 1
+
+
 _CONVERT_MARKER = "ragchat-convert.json"
 
 
@@ -114,9 +118,6 @@ class ModelInfo:
     install: str
 
 
-# --- locating packaged files -------------------------------------------------------------
-
-
 def _package_dir(module: str) -> Path | None:
     """The folder of an installed top-level package, without importing it (some packages
     import heavy optional dependencies in their __init__)."""
@@ -151,9 +152,6 @@ def _preset_installed(preset: Preset) -> bool:
     except ModelUnavailableError:
         return False
     return True
-
-
-# --- verification and assembly -----------------------------------------------------------
 
 
 def _sidecar(path: Path) -> Path:
@@ -319,9 +317,6 @@ def resolve_gguf(
     return None
 
 
-# --- conversion to a transformers folder -------------------------------------------------
-
-
 def _converted_dir(gguf: Path, settings: Settings, sha256: str | None = None) -> Path:
     """Cache folder for the converted GGUF, keyed by its checksum when known (presets), else
     by the file's identity, so a changed file converts again."""
@@ -450,9 +445,6 @@ def resolve_model_dir(
             "a model folder nor a hub id."
         )
     return _hub_dir(spec, settings)
-
-
-# --- listing and clearing ----------------------------------------------------------------
 
 
 def _disk_usage(path: Path) -> int:

@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ragchat.errors import IndexMismatchError, PdfError, UsageError
+from ragchat.errors import PdfError, UsageError
+from ragchat.index.store import IndexStore, writing
 from ragchat.records import Chunk, Document, FileOutcome, IngestReport, Page
-from ragchat.store import IndexConfig, IndexStore, writing
+from ragchat.retrieval.open import check_compatible, open_or_create
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
-    from ragchat.embedders import Embedder
+    from ragchat.retrieval.embedders import Embedder
+
 
 # The LM embedder's centring mean is computed from at least this many chunks (or all there
 # are on a first ingest smaller than that), and from at most FIT_MAX_CHUNKS.
 FIT_MIN_CHUNKS = 512
+
+
 FIT_MAX_CHUNKS = 4096
 
 
@@ -81,80 +85,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_or_create(
-    index_path: Path, settings: Settings, embedder_spec: str | None, create: bool
-) -> tuple[IndexStore, Embedder]:
-    """Open the index at `index_path` with the embedder its manifest names (refusing an
-    explicit conflicting `embedder_spec`), or create it when `create` is set."""
-    from ragchat.embedders import load_embedder
-    from ragchat.store import MANIFEST
-
-    if (index_path / MANIFEST).is_file():
-        store = IndexStore.open(index_path)
-        check_compatible(store, settings, embedder_spec)
-        embedder = load_embedder(store.config.embedder, settings)
-        state = store.embedder_state()
-        if state:
-            embedder.load_state(state)
-        return store, embedder
-    if not create:
-        return IndexStore.open(index_path), None  # type: ignore[return-value]  # raises
-    embedder = load_embedder(embedder_spec or settings.embedder, settings)
-    config = IndexConfig(
-        embedder=embedder.id,
-        dim=embedder.dim,
-        chunk_tokens=min(settings.chunk_tokens, embedder.max_tokens),
-        chunk_overlap=settings.chunk_overlap,
-    )
-    store, created = IndexStore.create_or_open(index_path, config)
-    if created:
-        return store, embedder
-    # Another process created it meanwhile: use the embedder it recorded.
-    store.close()
-    return open_or_create(index_path, settings, embedder_spec, create=False)
-
-
-def check_compatible(
-    store: IndexStore,
-    settings: Settings,
-    embedder_spec: str | None,
-    chunk_tokens: int | None = None,
-    chunk_overlap: int | None = None,
-) -> None:
-    """Refuse explicit settings that contradict what the index was built with."""
-    cfg = store.config
-    if embedder_spec is not None and not _same_embedder(embedder_spec, cfg.embedder):
-        raise IndexMismatchError(
-            f"index {store.name} was built with embedder {cfg.embedder!r}, not "
-            f"{embedder_spec!r}. To switch, run `ragchat rebuild {store.name} --embedder "
-            f"{embedder_spec}`."
-        )
-    for flag, asked, have in (
-        ("--chunk-tokens", chunk_tokens, cfg.chunk_tokens),
-        ("--chunk-overlap", chunk_overlap, cfg.chunk_overlap),
-    ):
-        if asked is not None and asked != have:
-            raise IndexMismatchError(
-                f"index {store.name} was chunked with {flag} {have}, not {asked}. To switch, "
-                f"run `ragchat rebuild {store.name} {flag} {asked}`."
-            )
-
-
-def _same_embedder(spec: str, recorded: str) -> bool:
-    """Whether a user's embedder spec names the embedder an index records (folders may be
-    given relative or absolute, with or without their "st:" prefix)."""
-
-    def normalise(value: str) -> str:
-        kind, sep, rest = value.partition(":")
-        if sep and kind in ("st", "lm"):
-            path = Path(rest).expanduser()
-            return f"{kind}:{path.resolve()}" if path.exists() else value
-        path = Path(value).expanduser()
-        return f"st:{path.resolve()}" if path.exists() else value
-
-    return spec == recorded or normalise(spec) == normalise(recorded)
-
-
 def ingest(
     paths: Sequence[Path],
     index_path: Path,
@@ -176,7 +106,7 @@ def ingest(
             chunk_tokens=chunk_tokens or settings.chunk_tokens,
             chunk_overlap=chunk_overlap if chunk_overlap is not None else settings.chunk_overlap,
         )
-    from ragchat.store import MANIFEST
+    from ragchat.index.store import MANIFEST
 
     if not files and not (index_path / MANIFEST).is_file():
         # Nothing to read (a typo in a path, say): don't leave an empty index behind.
@@ -254,8 +184,8 @@ def _prepare_all(
     """Extract and chunk files one ahead of the consumer, in a background thread."""
 
     def prepare(path: Path) -> _Prepared:
-        from ragchat.chunking import chunk_pages
-        from ragchat.pdf import extract_document
+        from ragchat.ingest.chunking import chunk_pages
+        from ragchat.ingest.pdf import extract_document
 
         t0 = time.perf_counter()
         sha = file_sha256(path)
@@ -440,7 +370,7 @@ def rebuild(
         progress(IngestProgress("start", total=len(sources)))
 
         def from_store() -> Iterator[_Prepared]:
-            from ragchat.chunking import chunk_pages
+            from ragchat.ingest.chunking import chunk_pages
 
             for src in sources:
                 pages: list[Page] = old.pages(src.id)

@@ -44,14 +44,26 @@ from ragchat.records import Chunk, Page, Passage
 if TYPE_CHECKING:
     import faiss
 
-    from ragchat.lexical import LexicalIndex
+    from ragchat.index.lexical import LexicalIndex
+
 
 FORMAT_VERSION = 1
+
+
 MANIFEST = "manifest.json"
+
+
 DATABASE = "chunks.sqlite"
+
+
 FAISS_FILE = "vectors.faiss"
+
+
 LEXICAL_DIR = "lexical"
+
+
 LOCK_FILE = ".lock"
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -448,7 +460,7 @@ class IndexStore:
 
     def lexical_index(self) -> LexicalIndex:
         """The BM25 index for the committed state, loaded from disk or rebuilt from SQLite."""
-        from ragchat.lexical import LexicalIndex
+        from ragchat.index.lexical import LexicalIndex
 
         generation = self.generation
         if self._lexical is not None and self._lexical_generation == generation:

@@ -3,13 +3,13 @@ answering model) and score it with the metrics of evaluation.py."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ragchat.evaluation import (
+from ragchat.answer.citations import strip_citations
+from ragchat.eval.metrics import (
     Question,
     answer_metrics,
     contains,
@@ -20,18 +20,12 @@ from ragchat.evaluation import (
 )
 
 if TYPE_CHECKING:
-    from ragchat.generators import Generator
-    from ragchat.retriever import Retriever
+    from ragchat.generation.base import Generator
+    from ragchat.retrieval.retriever import Retriever
+
 
 # Retrieval is scored on this many results (hit@5 and MRR need at least 5).
 EVAL_K = 10
-
-_CITATION = re.compile(r"\s*\[[^\[\]]*\bp\.\s*\d+[^\[\]]*\]")
-
-
-def strip_citations(text: str) -> str:
-    """The answer without its rendered [file p.N] citations (what answer metrics score)."""
-    return " ".join(_CITATION.sub("", text).split())
 
 
 @dataclass
@@ -63,7 +57,7 @@ def run_eval(
 ) -> EvalReport:
     """Retrieve for every question (and answer, when a generator is given) and score.
     Retrieval metrics use the top EVAL_K results; answers use the top `k` passages."""
-    from ragchat.qa import answer
+    from ragchat.answer.qa import answer
 
     results = []
     rows: list[dict[str, Any]] = []

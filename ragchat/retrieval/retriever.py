@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragchat.errors import UsageError
+from ragchat.index.store import IndexStore
 from ragchat.records import Passage
-from ragchat.store import IndexStore
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
-    from ragchat.embedders import Embedder
+    from ragchat.retrieval.embedders import Embedder
+
 
 METHODS = ("hybrid", "dense", "bm25")
+
+
 # How many candidates each method hands to fusion. Score fusion min-max scales each list,
 # so its depth changes the scaling: 30 is what docs/retrieval.md measured.
 MIN_CANDIDATES = 30
@@ -40,7 +43,7 @@ class Retriever:
             return self.store.passages(self._dense(query, k))
         if self.method == "bm25":
             return self.store.passages(self.store.lexical_index().search(query, k))
-        from ragchat.fusion import fuse
+        from ragchat.retrieval.fusion import fuse
 
         rankings = {
             "dense": self._dense(query, n),
@@ -66,7 +69,7 @@ def open_retriever(
     index_path: Path, settings: Settings, embedder_spec: str | None = None
 ) -> Retriever:
     """Open the index at `index_path` for searching with the embedder its manifest names."""
-    from ragchat.ingest import open_or_create
+    from ragchat.retrieval.open import open_or_create
 
     store, embedder = open_or_create(index_path, settings, embedder_spec, create=False)
     return Retriever(store, embedder, settings.retrieval)

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ragchat.lexical import tokenize
+from ragchat.index.lexical import tokenize
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
-    from ragchat.embedders import Embedder
+    from ragchat.retrieval.embedders import Embedder
+
 
 # A sentence ends at . ! or ? followed by space and something that can start a sentence.
 # Abbreviations (U.S., Dr.) are not sentence ends when the next word is lower-case or the
@@ -30,17 +31,16 @@ if TYPE_CHECKING:
 _SENTENCE_END = re.compile(
     r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No|Ms))(?<!\bMrs)([.!?])\s+(?=[\"“(\[A-Z0-9])"
 )
+
+
 # Score = cosine + LEXICAL_WEIGHT × (share of question words) − RANK_PRIOR × passage rank.
 LEXICAL_WEIGHT = 1.0
+
+
 RANK_PRIOR = 0.05
+
+
 GAP = " … "
-# Words that say how a question is asked, not what about; with the stopwords they are left
-# out of question_coverage.
-_ASKING = (
-    "who whom whose what when where which why how did does do doing done was were has have "
-    "had can could would should may might must describe explain tell give list name he she "
-    "his her him its they them their i you we me my your our us"
-)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -87,23 +87,3 @@ def focus_passages(
             text += (joint if n else "") + units[u][1]
         focused.append(dataclasses.replace(passage, text=text))
     return focused
-
-
-def question_coverage(
-    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
-) -> float:
-    """How much of the question the best single sentence of `passages` mentions: the
-    idf-weighted share of the question's content terms (stemmed, stopwords out) found in
-    it (0–1; 1.0 for a question with no content words). At 0 the documents don't talk
-    about what is asked."""
-    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
-    words = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
-    total = sum(idf(t) for t in words)
-    if total <= 0:
-        return 1.0
-    best = 0.0
-    for passage in passages:
-        for sentence in split_sentences(passage.text):
-            found = words & set(tokenize(sentence, stopwords=True))
-            best = max(best, sum(idf(t) for t in found) / total)
-    return best

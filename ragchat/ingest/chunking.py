@@ -30,14 +30,28 @@ from ragchat.records import Chunk, Page
 
 PAGE_SEPARATOR = "\n\n"
 
+
 # Gap levels between consecutive tokens; higher is a better place to end a chunk.
 _INSIDE_CHAR = -1  # byte-level BPE tokens that share one character
+
+
 _NO_SPACE = 0  # sub-word pieces, punctuation glued to a word, CJK characters
+
+
 _SPACE = 1
+
+
 _LINE = 2
+
+
 _SENTENCE = 3
+
+
 _PARAGRAPH_LINE = 4  # sentence end on a line much shorter than the page's usual line
+
+
 _PARAGRAPH = 5  # blank line inside a page
+
 
 # A token spanning more characters than this (an [UNK] standing for a whole run of a script
 # the vocabulary lacks, e.g. Thai in MiniLM) is counted as one token per this many
@@ -45,18 +59,31 @@ _PARAGRAPH = 5  # blank line inside a page
 # keeps such chunks to a readable size for BM25 and the answering LM.
 LONG_TOKEN_CHARS = 16
 
+
 # Sentence enders: ". ! ?" and "…" need whitespace (or the end) after them, optionally after
 # closing quotes/brackets; the full-width CJK enders need nothing after them.
 _ENDERS = ".!?…"
+
+
 _CLOSERS = "\"'’”)]»"
+
+
 _CJK_ENDERS = "。！？．"
+
+
 _CJK_CLOSERS = '」』）】"”’'
+
+
 # Words before a full stop that usually does not end a sentence.
 _ABBREVIATIONS = (
     "e.g", "i.e", "cf", "vs", "al", "Dr", "Mr", "Mrs", "Ms", "Prof", "Fig", "Figs", "Eq",
     "Eqs", "No", "Nos", "Vol", "pp", "St", "Jr", "Sr", "approx", "ca", "resp",
 )  # fmt: skip
+
+
 _WHITESPACE = [c for c in range(0x3001) if chr(c).isspace()]
+
+
 # A line shorter than this fraction of its page's median line, ending a sentence, is taken
 # as the last line of a paragraph.
 _SHORT_LINE = 0.7

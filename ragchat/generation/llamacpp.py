@@ -36,13 +36,13 @@ import numpy as np
 
 from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
-from ragchat.generators import GenerationStats, GreedyLoop
-from ragchat.prompting import Message, PromptFormat, prompt_format_for
+from ragchat.generation.base import PREFILL_CHUNK, GenerationStats, GreedyLoop
+from ragchat.generation.formats import Message, PromptFormat, prompt_format_for
 
 # Prompts are capped far below this (qa.MAX_PROMPT_TOKENS); the KV cache of a 32k window
 # would cost hundreds of MB for nothing.
 MAX_CONTEXT = 4096
-_PREFILL_CHUNK = 256
+
 
 INSTALL_HINT = (
     "the llama.cpp backend needs llama-cpp-python, which compiles from source (6–13 min): "
@@ -171,10 +171,10 @@ class LlamaCppGenerator(GreedyLoop):
             common += 1
         llm.n_tokens = common  # the next eval drops the cache from here on
         logits: np.ndarray | None = None
-        for start in range(common, len(ids), _PREFILL_CHUNK):
+        for start in range(common, len(ids), PREFILL_CHUNK):
             if cancel is not None and cancel.is_set():
                 return None
-            logits = self._eval(ids[start : start + _PREFILL_CHUNK])
+            logits = self._eval(ids[start : start + PREFILL_CHUNK])
         return logits
 
     def _step(self, token: int) -> np.ndarray:
@@ -220,7 +220,7 @@ def load_llamacpp(
     spec: str, settings: Settings, on_progress: Callable[[int, int], None] | None = None
 ) -> LlamaCppGenerator:
     """Load a GGUF model (preset or .gguf path) with llama.cpp on the CPU."""
-    from ragchat.models import resolve_gguf
+    from ragchat.weights import resolve_gguf
 
     if not available():
         raise ModelUnavailableError(INSTALL_HINT)
@@ -247,7 +247,7 @@ def open_gguf(
         llm = Llama(
             model_path=str(gguf),
             n_ctx=MAX_CONTEXT,
-            n_batch=_PREFILL_CHUNK,
+            n_batch=PREFILL_CHUNK,
             n_threads=n_threads,
             n_threads_batch=n_threads,
             verbose=False,
@@ -259,8 +259,14 @@ def open_gguf(
 
 # ggml's log levels (ggml.h): 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last.
 _GGML_ERROR = 4
+
+
 _GGML_CONT = 5
+
+
 _log_state = {"show": False}
+
+
 _log_callback: Any = None
 
 

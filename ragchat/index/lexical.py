@@ -30,15 +30,25 @@ import numpy as np
 from ragchat.errors import IndexMismatchError, IndexNotFoundError
 
 FILE_NAME = "lexical.npz"
+
+
 FORMAT_VERSION = 2
+
+
 # Bump when tokenize() changes: an index built with other tokens must be rebuilt.
 TOKENIZER_VERSION = 1
 
+
 DEFAULT_K1 = 1.5
+
+
 DEFAULT_B = 0.75
+
+
 # Lucene's 33 English stopwords made no difference worth having on the qa-public bench
 # (docs/retrieval.md), and without them a query like "The Who" still finds something.
 DEFAULT_STOPWORDS = False
+
 
 # Scripts written without spaces between words (Han, kana, Hangul, Thai, Lao, Myanmar,
 # Khmer): a run of them becomes overlapping character unigrams and bigrams, as Lucene's
@@ -57,6 +67,8 @@ _NGRAM_RANGES = (
     "\uf900-\ufaff"  # CJK compatibility ideographs
     "\U00020000-\U0002ffff"  # CJK extensions B-F
 )
+
+
 # Combining marks that `\w` does not match but that sit inside words: Latin diacritics
 # left after NFKC, Hebrew and Arabic points, Indic vowel signs and viramas. Without them
 # "हिन्दी" splits into single consonants.
@@ -67,10 +79,18 @@ _MARK_RANGES = (
     "\u0900-\u0963\u0966-\u0dff"  # Devanagari..Sinhala, without the danda punctuation
     "\u0f00-\u0fff"  # Tibetan
 )
+
+
 _WORD = re.compile(r"\w+")
+
+
 # Any character that needs more than `\w+`: one C-speed scan decides the fast path.
 _SPECIAL = re.compile(f"[{_NGRAM_RANGES}{_MARK_RANGES}]")
+
+
 _NGRAM_CHAR = re.compile(f"[{_NGRAM_RANGES}]")
+
+
 _TOKEN = re.compile(f"[{_NGRAM_RANGES}]+|(?:[^\\W{_NGRAM_RANGES}]|[{_MARK_RANGES}])+")
 
 

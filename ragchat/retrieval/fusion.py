@@ -13,9 +13,14 @@ from collections.abc import Mapping, Sequence
 
 Ranking = Sequence[tuple[int, float]]
 
+
 METHODS = ("rrf", "score")
+
+
 # Chosen on half A of the qa-public bench, confirmed on half B (docs/retrieval.md).
 DEFAULT_METHOD = "score"
+
+
 # Per fusion method, the weights used for rankings the caller gives no weight; a ranking
 # named in neither weighs 1.0. RRF's default is the classic unweighted one.
 DEFAULT_WEIGHTS: dict[str, dict[str, float]] = {

@@ -24,18 +24,20 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.styles import Style
 
+from ragchat.answer.citations import page_label
+from ragchat.answer.prompts import Turn
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
-from ragchat.prompting import Turn, page_label
 from ragchat.records import Passage
-from ragchat.retriever import Retriever
+from ragchat.retrieval.retriever import Retriever
 
 if TYPE_CHECKING:
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
 
-    from ragchat.generators import Generator
-    from ragchat.qa import Answer
+    from ragchat.answer.qa import Answer
+    from ragchat.generation.base import Generator
+
 
 # name -> (argument, what it does)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,9 +49,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "/clear": ("", "forget the conversation (follow-ups start afresh)"),
     "/quit": ("", "leave (Ctrl-D does too)"),
 }
+
+
 ALIASES = {"/exit": "/quit", "/q": "/quit", "/?": "/help"}
+
+
 MAX_K = 50
+
+
 SNIPPET_CHARS = 300
+
 
 STYLE = Style.from_dict(
     {
@@ -62,8 +71,13 @@ STYLE = Style.from_dict(
     }
 )
 
+
 Event = tuple[str, Any]
+
+
 T = TypeVar("T")
+
+
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -162,7 +176,7 @@ def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loa
     """Start loading the language model `spec` in the background."""
 
     def load(on_progress: ProgressCallback) -> Generator:
-        from ragchat.generators import load_generator
+        from ragchat.generation.loading import load_generator
 
         _quiet_libraries(settings)
         return load_generator(spec, settings.replace(model=spec), on_progress)
@@ -179,7 +193,7 @@ class ChatRetriever(Retriever):
     @classmethod
     def open(cls, index_path: Path, settings: Settings) -> ChatRetriever:
         """Open the index at `index_path` (see retriever.open_retriever)."""
-        from ragchat.retriever import open_retriever
+        from ragchat.retrieval.retriever import open_retriever
 
         plain = open_retriever(index_path, settings)
         return cls(plain.store, plain.embedder, plain.method)
@@ -282,7 +296,7 @@ class ChatConsole:
         return FormattedText([("class:bottom-toolbar", text)])
 
     def _index_names(self) -> list[str]:
-        from ragchat.store import list_indexes
+        from ragchat.index.store import list_indexes
 
         return [p.name for p in list_indexes(self.settings.index_dir)]
 
@@ -386,7 +400,7 @@ class ChatConsole:
     ) -> None:
         """Worker thread: wait for the index and model if needed, then run qa.answer. Every
         outcome ends with one ("done", Answer | None) or ("error", exception) event."""
-        from ragchat.qa import answer
+        from ragchat.answer.qa import answer
 
         try:
             waited = 0.0
@@ -547,7 +561,7 @@ class ChatConsole:
         self._note(f"k = {k}: each question retrieves {k} passages")
 
     def _switch_index(self, arg: str) -> None:
-        from ragchat.store import resolve_index_path
+        from ragchat.index.store import resolve_index_path
 
         if not arg:
             names = self._index_names()
@@ -614,7 +628,7 @@ def _history(cache_dir: Path) -> History:
 
 def _index_summary(index_path: Path) -> str:
     """`index NAME (2 files, 40 chunks)`; IndexNotFoundError when there is none."""
-    from ragchat.store import IndexStore
+    from ragchat.index.store import IndexStore
 
     with IndexStore.open(index_path) as store:
         sources = store.sources()
@@ -636,7 +650,7 @@ def _quiet_libraries(settings: Settings) -> None:
 
 
 def _preset_names() -> list[str]:
-    from ragchat.models import PRESETS
+    from ragchat.weights import PRESETS
 
     return list(PRESETS)
 

@@ -8,13 +8,12 @@ take the max over the gold answers).
 from __future__ import annotations
 
 import json
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragchat.answer.abstention import normalize_answer
 from ragchat.records import Passage
 
 
@@ -66,20 +65,6 @@ def load_questions(path: Path) -> list[Question]:
     return questions
 
 
-# ------------------------------------------------------------------ SQuAD answer metrics
-
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalisation: lower, strip punctuation, drop articles, fix whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
 def _f1(prediction: str, gold: str) -> float:
     pred_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
@@ -118,9 +103,6 @@ def contains(prediction: str, answers: Sequence[str]) -> float:
     prediction (a lenient score for verbose answers); 0.0 with no gold answers."""
     text = normalize_answer(prediction)
     return float(any(_contains_words(text, normalize_answer(a)) for a in answers))
-
-
-# ------------------------------------------------------------------ retrieval metrics
 
 
 def passage_hit(question: Question, doc: str, page: int, page_end: int, text: str) -> bool:
@@ -164,9 +146,6 @@ def retrieval_metrics(
         "mrr": sum(1.0 / r for r in ranks if r is not None) / n,
         "n": n,
     }
-
-
-# ------------------------------------------------------------------ answer metrics
 
 
 def answer_metrics(

@@ -1,0 +1,172 @@
+"""When to say "The documents don't say.": every abstention rule, its signals and
+its thresholds. Pure: works on numbers and strings only."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import string
+from collections.abc import Callable, Sequence
+
+from ragchat.answer.focus import split_sentences
+from ragchat.index.lexical import tokenize
+from ragchat.records import Passage
+
+# Words that say how a question is asked, not what about; with the stopwords they are left
+# out of question_coverage.
+_ASKING = (
+    "who whom whose what when where which why how did does do doing done was were has have "
+    "had can could would should may might must describe explain tell give list name he she "
+    "his her him its they them their i you we me my your our us"
+)
+
+
+def question_coverage(
+    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
+) -> float:
+    """How much of the question the best single sentence of `passages` mentions: the
+    idf-weighted share of the question's content terms (stemmed, stopwords out) found in
+    it (0–1; 1.0 for a question with no content words). At 0 the documents don't talk
+    about what is asked."""
+    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
+    words = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
+    total = sum(idf(t) for t in words)
+    if total <= 0:
+        return 1.0
+    best = 0.0
+    for passage in passages:
+        for sentence in split_sentences(passage.text):
+            found = words & set(tokenize(sentence, stopwords=True))
+            best = max(best, sum(idf(t) for t in found) / total)
+    return best
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean; 0.0 for no values."""
+    return statistics.fmean(values) if values else 0.0
+
+
+def lexical_support(answer: str, passages: Sequence[str]) -> float:
+    """Fraction of the answer's normalised words found in the passages (1.0 for an answer
+    copied from them, low for one the model made up; 0.0 for an empty answer)."""
+    words = normalize_answer(answer).split()
+    if not words:
+        return 0.0
+    vocabulary = set(normalize_answer(" ".join(passages)).split())
+    return sum(w in vocabulary for w in words) / len(words)
+
+
+def answer_signals(
+    answer: str,
+    passages: Sequence[str],
+    answer_logprobs: Sequence[float],
+    abstain_logprobs: Sequence[float],
+) -> dict[str, float]:
+    """The figures the abstention decision and its calibration use (all floats):
+    mean/first log-probabilities of the greedy answer's tokens and of the ABSTAIN sentence,
+    the answer's lexical support, and `no_answer` = mean log-prob of ABSTAIN minus that of
+    the answer (higher: the model leans towards "the documents don't say")."""
+    answer_mean = mean(answer_logprobs)
+    abstain_mean = mean(abstain_logprobs)
+    return {
+        "answer_lp_mean": round(answer_mean, 4),
+        "answer_lp_min": round(min(answer_logprobs, default=0.0), 4),
+        "answer_lp_first": round(answer_logprobs[0] if answer_logprobs else 0.0, 4),
+        "abstain_lp_mean": round(abstain_mean, 4),
+        "abstain_lp_head": round(sum(abstain_logprobs[:2]), 4),
+        "support": round(lexical_support(answer, passages), 4),
+        "no_answer": round(abstain_mean - answer_mean, 4),
+    }
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    """log(sum(exp(v))), stable; -inf for no values."""
+    if not values:
+        return float("-inf")
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def verify_margin(yes_logprobs: Sequence[float], no_logprobs: Sequence[float]) -> float:
+    """log P(yes) - log P(no) of a verification verdict, each summed over its spellings
+    (positive: the model says the passage states the answer)."""
+    return round(logsumexp(yes_logprobs) - logsumexp(no_logprobs), 4)
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation: lower, strip punctuation, drop articles, fix whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+# Abstain when the no-answer score (grounding.answer_signals: mean log-prob of the ABSTAIN
+# sentence minus that of the model's own answer) exceeds this. Calibrated for qwen0.5b on
+# llama.cpp with focused passages, dev split (69 answerable + 16 unanswerable, bench/
+# answer_quality.py --calibrate --signal no_answer): the threshold that abstains most while
+# answering >= 90% (91% answered, 19% abstention on unanswerable). None disables the rule.
+NO_ANSWER_THRESHOLD: float | None = -1.75
+
+
+# The score's scale differs between models: presets calibrated the same way get their own.
+# qwen1.5b: dev split, same 69 + 16 questions, 91% answered, 19% abstention.
+NO_ANSWER_THRESHOLDS: dict[str, float | None] = {"qwen1.5b": -0.745}
+
+
+# Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
+# passage answers the question with this answer, one short extra prefill) is below this.
+# Off: on the same dev questions every threshold that abstained on unanswerable ones also
+# dropped correct answers (at -0.5: 92% answered, F1 0.48 -> 0.44, 18% abstention; worse
+# than no_answer alone). The margin is still recorded in `Answer.signals` for calibration.
+VERIFY_THRESHOLD: float | None = None
+
+
+# Abstain without asking the model when the best sentence of the retrieved passages covers
+# no more than this share of the question (idf-weighted, focus.question_coverage): 0.0 =
+# not one of the question's terms occurs, the documents are about something else. A higher
+# bar misfires on small indexes, where a term found in every chunk has an idf near 0
+# ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27, "What
+# is the capital of France?" 0.0); no qa-public question, answerable or not, scores 0
+# (lowest 0.27).
+MIN_COVERAGE: float | None = 0.0
+
+
+def no_answer_threshold(model: str) -> float | None:
+    """The no-answer threshold for the model named `model` (a preset name, or any spec)."""
+    return NO_ANSWER_THRESHOLDS.get(model, NO_ANSWER_THRESHOLD)
+
+
+ABSTAIN = "The documents don't say."
+
+
+_ABSTAIN_PATTERNS = [
+    r"\b(documents?|passages?|context|texts?|sources?)\b[^.]{0,30}\b(do(es)?n'?t|do(es)? not)\s+"
+    r"(say|mention|contain|include|provide|specify|state|answer|discuss|have)",
+    r"\bnot\s+(mentioned|provided|stated|specified|given|found|contained|included|answered"
+    r"|discussed|available)\s+in\s+the\s+(documents?|passages?|context|texts?|sources?)",
+    r"^(there is |i have )?no (relevant )?information\b",
+    r"\b(cannot|can ?not|can't|unable to)\s+(be\s+)?(determined?|answer(ed)?|find|found|"
+    r"tell)\b",
+    r"^i (do not|don'?t) know\b",
+    r"^(the )?answer is not (in|provided|given|mentioned)",
+]
+
+
+def is_abstention(text: str) -> bool:
+    """True when the answer says the documents don't contain it: the fixed ABSTAIN sentence
+    or a close variant, near the start of the answer."""
+    head = " ".join(text.replace("’", "'").lower().split())[:160]
+    head = re.sub(r"^(answer|output)\s*:\s*", "", head)
+    if not head:
+        return False
+    if ABSTAIN.lower().rstrip(".") in head:
+        return True
+    return any(re.search(pattern, head) for pattern in _ABSTAIN_PATTERNS)

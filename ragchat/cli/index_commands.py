@@ -1,0 +1,285 @@
+"""The index commands: ingest, search, list, info, remove, delete, rebuild."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragchat.cli.common import (
+    EXIT_ERROR,
+    EXIT_NOTHING,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    add_chunking_options,
+    add_common_options,
+    emit_json,
+    human_bytes,
+    index_path,
+    stdin_lines,
+)
+from ragchat.cli.render import IngestBars, passage_json, print_passages, print_report, report_json
+from ragchat.config import Settings
+from ragchat.errors import RagchatError, UsageError
+
+if TYPE_CHECKING:
+    from ragchat.records import IngestReport
+
+
+def register(sub: Any) -> None:
+    """Add the index commands to the `ragchat` subparsers."""
+    p = sub.add_parser(
+        "ingest",
+        help="add PDFs (files or folders) to an index",
+        description="Extract, chunk and embed PDFs into an index. Files already "
+        "indexed with the same content are skipped; changed files are re-indexed. "
+        "Each file is committed on its own, so an interrupted ingest keeps what "
+        "it finished and a rerun resumes.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files or folders")
+    add_chunking_options(p)
+    p.add_argument("--password", help="password for encrypted PDFs (the empty one is tried first)")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="also drop recorded sources whose files no longer exist",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        dest="pdf_timeout_s",
+        metavar="SECONDS",
+        help="time limit per file for text extraction (default 60)",
+    )
+    p.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="don't retry with PDFium when pypdf fails or finds no text",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_common_options(p)
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser(
+        "search",
+        help="find the passages that match a query",
+        description="Retrieve passages with file and page. QUERY '-' reads "
+        "queries from stdin, one per line.",
+    )
+    p.add_argument("query", metavar="QUERY", help="the query, or - to read queries from stdin")
+    p.add_argument("-k", type=int, help="how many passages (default 5)")
+    p.add_argument(
+        "--method",
+        dest="retrieval",
+        choices=("hybrid", "dense", "bm25"),
+        help="retrieval method (default hybrid: dense + BM25 fused)",
+    )
+    p.add_argument("--embedder", help="must match the index's embedder (see `ragchat info`)")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    add_common_options(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("list", help="list indexes")
+    p.add_argument("--json", action="store_true")
+    add_common_options(p, index=False)
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("info", help="show an index: sources, chunks, embedder, disk use")
+    p.add_argument("name", nargs="?", metavar="NAME", help="index name or path")
+    p.add_argument("--json", action="store_true")
+    add_common_options(p)
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("remove", help="drop sources from an index")
+    p.add_argument("name", metavar="NAME", help="index name or path")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="source paths (or unique file names)")
+    add_common_options(p, index=False)
+    p.set_defaults(handler=cmd_remove)
+
+    p = sub.add_parser("delete", help="delete an index")
+    p.add_argument("name", metavar="NAME", help="index name or path")
+    p.add_argument("--yes", "-y", action="store_true", help="don't ask")
+    add_common_options(p, index=False)
+    p.set_defaults(handler=cmd_delete)
+
+    p = sub.add_parser(
+        "rebuild",
+        help="re-chunk and re-embed every source of an index",
+        description="Rebuild an index from the page texts it stores, e.g. after "
+        "changing embedder or chunk size. The old index stays usable until the "
+        "new one is complete.",
+    )
+    p.add_argument("name", metavar="NAME", help="index name or path")
+    add_chunking_options(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_common_options(p, index=False)
+    p.set_defaults(handler=cmd_rebuild)
+
+
+def ingest_exit_code(report: IngestReport) -> int:
+    if (
+        report.count("indexed") == 0
+        and report.chunks_before == 0
+        and not any(f.status == "unchanged" for f in report.files)
+    ):
+        return EXIT_NOTHING
+    if report.count("skipped") or report.count("failed"):
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.ingest.pipeline import ingest
+
+    bars = IngestBars(enabled=not args.quiet)
+    try:
+        report = ingest(
+            args.paths,
+            index_path(args, settings),
+            settings,
+            embedder_spec=args.embedder,
+            chunk_tokens=args.chunk_tokens,
+            chunk_overlap=args.chunk_overlap,
+            password=args.password,
+            prune=args.prune,
+            progress=bars,
+        )
+    finally:
+        bars.close()
+    if args.json:
+        emit_json(report_json(report))
+    print_report(report)
+    return ingest_exit_code(report)
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.retrieval.retriever import open_retriever
+
+    k = args.k or settings.k
+    retriever = open_retriever(index_path(args, settings), settings, args.embedder)
+    queries = stdin_lines() if args.query == "-" else [args.query]
+    status = EXIT_OK
+    for query in queries:
+        try:
+            passages = retriever.search(query, k)
+        except RagchatError as exc:
+            status = EXIT_ERROR
+            if args.json:
+                emit_json({"query": query, "error": str(exc)})
+            else:
+                print(f"error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            emit_json({"query": query, "results": [passage_json(p) for p in passages]})
+        else:
+            print_passages(query, passages, multiple=len(queries) > 1)
+    retriever.close()
+    return status
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.index.store import IndexStore, list_indexes
+
+    rows = []
+    for path in list_indexes(settings.index_dir):
+        try:
+            with IndexStore.open(path) as store:
+                sources = store.sources()
+                rows.append(
+                    {
+                        "name": path.name,
+                        "path": str(path),
+                        "embedder": store.config.embedder,
+                        "sources": len(sources),
+                        "chunks": sum(s.chunks for s in sources),
+                        "bytes": store.disk_bytes(),
+                    }
+                )
+        except RagchatError as exc:
+            rows.append({"name": path.name, "path": str(path), "error": str(exc)})
+    if args.json:
+        emit_json({"index_dir": str(settings.index_dir), "indexes": rows})
+        return EXIT_OK
+    if not rows:
+        print(f"no indexes in {settings.index_dir} — create one with `ragchat ingest FILE.pdf`")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:20} unreadable: {r['error']}")
+        else:
+            print(
+                f"{r['name']:20} {r['sources']:5} files {r['chunks']:8} chunks "
+                f"{human_bytes(r['bytes']):>9}  {r['embedder']}"
+            )
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.index.store import IndexStore, describe
+
+    with IndexStore.open(index_path(args, settings, args.name)) as store:
+        info = describe(store)
+    if args.json:
+        emit_json(info)
+        return EXIT_OK
+    cfg = info["config"]
+    print(f"index      {info['name']}  ({info['path']})")
+    print(f"embedder   {cfg['embedder']} (dimension {cfg['dim']})")
+    print(f"chunking   {cfg['chunk_tokens']} tokens, {cfg['chunk_overlap']} overlap")
+    print(
+        f"contents   {len(info['sources'])} files, {info['pages']} pages, "
+        f"{info['chunks']} chunks, {human_bytes(info['bytes'])} on disk"
+    )
+    for warning in info["warnings"]:
+        print(f"warning    {warning}")
+    for s in info["sources"]:
+        print(f"  {s['chunks']:6} chunks {s['pages']:5} pages  {s['path']}")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.ingest.pipeline import remove
+
+    removed = remove(index_path(args, settings, args.name), args.paths)
+    for path in removed:
+        print(f"removed {path}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.index.store import delete_index
+
+    path = index_path(args, settings, args.name)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to delete {path} without --yes (stdin is not a terminal)")
+        answer = input(f"delete index {path}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("kept")
+            return EXIT_OK
+    delete_index(path)
+    print(f"deleted {path}")
+    return EXIT_OK
+
+
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.ingest.pipeline import rebuild
+
+    bars = IngestBars(enabled=not args.quiet)
+    try:
+        report = rebuild(
+            index_path(args, settings, args.name),
+            settings,
+            embedder_spec=args.embedder,
+            chunk_tokens=args.chunk_tokens,
+            chunk_overlap=args.chunk_overlap,
+            progress=bars,
+        )
+    finally:
+        bars.close()
+    if args.json:
+        emit_json(report_json(report))
+    print_report(report)
+    return EXIT_OK if not report.count("failed") else EXIT_PARTIAL

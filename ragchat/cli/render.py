@@ -1,0 +1,186 @@
+"""Rendering results for the terminal and for --json: passages, ingest progress bars and
+reports, answers and their timing line."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from ragchat.ingest.pipeline import IngestProgress
+    from ragchat.records import IngestReport, Passage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ragchat.answer.qa import Answer
+
+
+def passage_json(p: Passage) -> dict[str, Any]:
+    return {
+        "doc": p.doc,
+        "path": p.path,
+        "page": p.page,
+        "page_end": p.page_end,
+        "score": round(p.score, 6),
+        "text": p.text,
+    }
+
+
+def page_label(p: Passage) -> str:
+    return f"p.{p.page}" if p.page == p.page_end else f"p.{p.page}–{p.page_end}"
+
+
+class IngestBars:
+    """Draws ingest progress with tqdm on stderr: files overall, pages and chunks of the
+    current file. Called from the extraction thread too, hence the lock."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._files: Any = None
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, event: IngestProgress) -> None:
+        if not self.enabled:
+            if event.stage == "wait":
+                print(f"waiting for another ingest into {event.path} to finish...", file=sys.stderr)
+            return
+        from tqdm import tqdm
+
+        with self._lock:
+            if event.stage == "wait":
+                tqdm.write(
+                    f"waiting for another ingest into {event.path} to finish...", file=sys.stderr
+                )
+            elif event.stage == "start":
+                self._files = tqdm(
+                    total=event.total,
+                    unit="file",
+                    desc="files",
+                    file=sys.stderr,
+                    position=0,
+                    dynamic_ncols=True,
+                )
+            elif event.stage in ("extract", "embed"):
+                unit = "page" if event.stage == "extract" else "chunk"
+                key = f"{event.stage}:{event.path}"
+                bar = self._bars.get(key)
+                if bar is None:
+                    name = Path(event.path or "").name
+                    label = ("reading " if event.stage == "extract" else "embedding ") + name
+                    bar = tqdm(
+                        total=event.total,
+                        unit=unit,
+                        desc=label[:40],
+                        file=sys.stderr,
+                        leave=False,
+                        position=1 if event.stage == "extract" else 2,
+                        dynamic_ncols=True,
+                    )
+                    self._bars[key] = bar
+                bar.n = event.done
+                bar.refresh()
+                if event.done >= event.total:
+                    bar.close()
+                    self._bars.pop(key, None)
+            elif event.stage == "fit":
+                tqdm.write(
+                    f"computing the embedder's centring mean from {event.total} chunks",
+                    file=sys.stderr,
+                )
+            elif event.stage == "file" and self._files is not None:
+                self._files.update(1)
+
+    def close(self) -> None:
+        with self._lock:
+            for bar in self._bars.values():
+                bar.close()
+            if self._files is not None:
+                self._files.close()
+
+
+def report_json(report: IngestReport) -> dict[str, Any]:
+    return {
+        "index": report.index,
+        "seconds": round(report.seconds, 3),
+        "files": [
+            {
+                "path": f.path,
+                "status": f.status,
+                "reason": f.reason,
+                "pages": f.pages,
+                "chunks": f.chunks,
+                "extractor": f.extractor,
+                "seconds": round(f.seconds, 3),
+            }
+            for f in report.files
+        ],
+        "counts": {
+            s: report.count(s) for s in ("indexed", "unchanged", "skipped", "failed", "removed")
+        },
+    }
+
+
+def print_report(report: IngestReport, out: TextIO | None = None) -> None:
+    out = out or sys.stderr
+    counts = report_json(report)["counts"]
+    pages = sum(f.pages for f in report.files if f.status == "indexed")
+    chunks = sum(f.chunks for f in report.files if f.status == "indexed")
+    rate = f", {pages / report.seconds:.0f} pages/s" if report.seconds > 0 and pages >= 20 else ""
+    for f in report.files:
+        if f.status in ("skipped", "failed", "removed"):
+            print(f"  {f.status:8} {f.path}: {f.reason}", file=out)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    print(
+        f"{report.index}: {summary or 'no files'} — {pages} pages, {chunks} chunks "
+        f"in {report.seconds:.1f}s{rate}",
+        file=out,
+    )
+
+
+def print_passages(query: str, passages: Sequence[Passage], multiple: bool) -> None:
+    if multiple:
+        print(f"\n=== {query}")
+    if not passages:
+        print("(no passages: the index is empty)")
+    for rank, p in enumerate(passages, 1):
+        text = " ".join(p.text.split())
+        if len(text) > 400:
+            text = text[:400] + "…"
+        print(f"{rank}. {p.doc} {page_label(p)}  (score {p.score:.3f})\n   {text}")
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    from ragchat.answer.citations import strip_citations
+
+    t = answer.timings
+    return {
+        "question": answer.question,
+        # Citations live in "citations"; "answer" is the answer alone, "answer_cited" the
+        # text as shown in the console.
+        "answer": strip_citations(answer.text),
+        "answer_cited": answer.text,
+        "abstained": answer.abstained,
+        "citations": [{"doc": c.doc, "page": c.page} for c in answer.citations],
+        "passages": [passage_json(p) for p in answer.passages],
+        "timings": {
+            "load_s": round(t.load_s, 3),
+            "retrieve_s": round(t.retrieve_s, 3),
+            "first_token_s": None if t.first_token_s is None else round(t.first_token_s, 3),
+            "prompt_tokens": t.prompt_tokens,
+            "gen_tokens": t.gen_tokens,
+            "tok_per_s": round(t.tok_per_s, 2),
+        },
+    }
+
+
+def timing_line(answer: Answer) -> str:
+    t = answer.timings
+    first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
+    return (
+        f"{len(answer.passages)} passages · retrieve {t.retrieve_s:.2f}s, {first}"
+        f"total {t.total_s:.1f}s · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s"
+    )
