@@ -4,6 +4,14 @@ generation tok/s and peak RSS, llama.cpp and transformers side by side.
     python bench/generation.py                                  # qwen0.5b + smollm2 (+ qwen1.5b)
     python bench/generation.py --models smollm2 --repeats 1     # quick
     python bench/generation.py --json /tmp/generation.json      # also write the figures
+    python bench/generation.py --under-load --models qwen1.5b   # threads vs a competing job
+
+--under-load measures llama.cpp seconds per answer with the default thread choice (0:
+hardware.compute_threads, the free physical cores, re-chosen at every answer) and with 1
+and 2 threads, each alone and with one competing CPU-bound process (a busy Python loop,
+started before the child loads the model and stopped after it), side by side; the ratio
+loaded/alone is what "degrades gracefully" means. The machine's 1-minute load before each
+row is printed with it: other work on the machine counts as load too.
 
 Every (backend, model) runs in a fresh child process of this script, so `load_s` is a cold
 start (imports of torch / llama_cpp included, page cache permitting) and `peak_rss` is that
@@ -145,7 +153,7 @@ def child_run(
                 "stop_reason": s.stop_reason,
             }
         )
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"threads_used": getattr(gen, "threads", None)}
     if backend == "transformers":
         extra["dtype"] = str(next(gen.model.parameters()).dtype).removeprefix("torch.")  # type: ignore[attr-defined]
     return {
@@ -287,9 +295,16 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per child, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="llama.cpp only: threads 0 (auto), 1, 2, alone and beside a CPU-bound job",
+    )
     args = parser.parse_args()
 
     budget = prompt_budget()
+    if args.under_load:
+        return under_load(args, budget)
     installed = installed_models(args.cache_dir)
     if args.models:
         models = list(args.models)
@@ -357,6 +372,83 @@ def main() -> int:
         }
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
+    return 0
+
+
+BUSY_LOOP = "while True: pass"
+
+
+def under_load(args: argparse.Namespace, budget: int) -> int:
+    """Seconds per answer by thread setting, alone and beside one CPU-bound process."""
+    model = (args.models or ["qwen1.5b"])[0]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rc-bench-gen-") as tmp:
+        passages_file = Path(tmp) / "passages.json"
+        passages_file.write_text(json.dumps(sample_passages(SAMPLE)), encoding="utf-8")
+        base = ["--cache-dir", str(args.cache_dir)]
+        prep = run_child(["prepare", "llamacpp", model, *base, "--threads", "0"], args.timeout)
+        if "error" in prep:
+            print(f"cannot prepare {model}: {prep['error']}")
+            return 1
+        print(
+            f"{model} on llama.cpp; {args.repeats} answers of {args.max_new_tokens} tokens "
+            f"each (full prefill), per row; cpu_count {os.cpu_count()}"
+        )
+        for threads in (0, 1, 2):
+            for loaded in (False, True):
+                load_before = os.getloadavg()[0]
+                competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if loaded else None
+                try:
+                    run = run_child(
+                        [
+                            "run",
+                            "llamacpp",
+                            model,
+                            *base,
+                            "--threads",
+                            str(threads),
+                            "--repeats",
+                            str(args.repeats),
+                            "--max-new-tokens",
+                            str(args.max_new_tokens),
+                            "--passages",
+                            str(passages_file),
+                            "--budget",
+                            str(budget),
+                        ],
+                        args.timeout,
+                    )
+                finally:
+                    if competitor is not None:
+                        competitor.kill()
+                        competitor.wait()
+                row = {"threads": threads, "loaded": loaded, "load_before": load_before, **run}
+                if "error" not in run:
+                    row["s_per_answer"] = med([r["total_s"] for r in run["runs"]])
+                    row["decode_tok_s"] = med([r["decode_tok_s"] for r in run["runs"]])
+                    row["used_threads"] = run.get("threads_used")
+                rows.append(row)
+                what = "with 1 busy process" if loaded else "alone"
+                shown = fmt(row.get("s_per_answer"), ".2f")
+                print(f"  threads {threads or 'auto'} {what}: {shown} s/answer", flush=True)
+    print(
+        f"\n{'threads':<8} {'alone s/ans':>12} {'loaded s/ans':>13} {'loaded/alone':>13} "
+        f"{'decode tok/s alone/loaded':>26} {'load avg before':>16}"
+    )
+    for threads in (0, 1, 2):
+        alone = next(r for r in rows if r["threads"] == threads and not r["loaded"])
+        busy = next(r for r in rows if r["threads"] == threads and r["loaded"])
+        a, b = alone.get("s_per_answer"), busy.get("s_per_answer")
+        ratio = b / a if a and b else None
+        decode = f"{fmt(alone.get('decode_tok_s'), '.1f')}/{fmt(busy.get('decode_tok_s'), '.1f')}"
+        print(
+            f"{threads or 'auto':<8} {fmt(a, '.2f'):>12} {fmt(b, '.2f'):>13} "
+            f"{fmt(ratio, '.2f'):>13} {decode:>26} "
+            f"{alone['load_before']:>7.2f}/{busy['load_before']:<8.2f}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": model, "rows": rows}, indent=2) + "\n")
     return 0
 
 

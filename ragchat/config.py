@@ -48,7 +48,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 160
     trust_remote_code: bool = False
-    threads: int = 0  # 0 = torch default
+    threads: int = 0  # 0 = the free physical cores (hardware.compute_threads)
     debug: bool = False
 
     def replace(self, **changes: Any) -> Settings:

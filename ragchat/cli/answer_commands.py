@@ -111,7 +111,12 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
         "installed, everything else with transformers",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs")
-    p.add_argument("--threads", type=int, help="CPU threads for the model (default: all)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for the model (default: the physical cores not busy with other work, "
+        "chosen at each answer)",
+    )
 
 
 def load_model(settings: Settings, quiet: bool = False) -> Generator:

@@ -5,16 +5,15 @@ and score."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ragchat.errors import ConfigError, GenerationError, ModelUnavailableError
 from ragchat.generation.formats import Message, PromptFormat
+from ragchat.hardware import cpu_has_native_bf16
 
 if TYPE_CHECKING:
     import torch
@@ -109,18 +108,6 @@ def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
     return min(found) if found else None
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX); bf16 is then
-    1.4–2× faster than fp32 and needs half the memory. Elsewhere it is emulated and slow."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def pick_device_dtype(device_setting: str) -> tuple[str, torch.dtype]:
     """("cpu"|"cuda", dtype) for settings.device: bf16 on CUDA that has it (fp16 otherwise),
     bf16 on CPUs with native bf16, fp32 on other CPUs."""
@@ -135,7 +122,7 @@ def pick_device_dtype(device_setting: str) -> tuple[str, torch.dtype]:
     if device_setting == "cuda" or (device_setting == "auto" and torch.cuda.is_available()):
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return "cuda", dtype
-    return "cpu", torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    return "cpu", torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 class GreedyLoop:

@@ -201,8 +201,10 @@ def load_transformers(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if settings.threads > 0:
-        torch.set_num_threads(settings.threads)
+    from ragchat.hardware import compute_threads
+
+    # torch's default is every logical CPU; on a busy machine that stalls like llama.cpp.
+    torch.set_num_threads(compute_threads(settings.threads))
     device, dtype = pick_device_dtype(settings.device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(

@@ -24,7 +24,6 @@ logits are read straight from the context instead (`Llama._ctx`, pinned version)
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -99,7 +98,7 @@ class GGUFChatTemplate:
 class LlamaCppGenerator(GreedyLoop):
     """A GGUF model run by llama.cpp, greedy decoding (see the module docstring)."""
 
-    def __init__(self, llm: Any, *, name: str, load_seconds: float = 0.0) -> None:
+    def __init__(self, llm: Any, *, name: str, load_seconds: float = 0.0, threads: int = 0) -> None:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
@@ -121,6 +120,8 @@ class LlamaCppGenerator(GreedyLoop):
         self.prompt_format: PromptFormat = prompt_format_for(tokenizer)
         self.scores_continuations = True
         self._lock = threading.Lock()  # one sequence, one KV cache: one call at a time
+        self.threads_setting = threads  # 0: chosen from the free cores at every call
+        self.threads = int(llm.context_params.n_threads)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -158,7 +159,20 @@ class LlamaCppGenerator(GreedyLoop):
         """Greedy text pieces (see generators.Generator.stream and
         TransformersGenerator.stream for `score`)."""
         with self._lock:
+            self._pick_threads()
             yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
+
+    def _pick_threads(self) -> None:
+        """Use the cores free right now (hardware.compute_threads): llama.cpp's threads
+        spin-wait for each other, so one more than the free cores stalls every step."""
+        if self.threads_setting > 0:
+            return
+        from ragchat.hardware import compute_threads
+
+        threads = compute_threads()
+        if threads != self.threads:
+            self.llm._ctx.set_n_threads(threads, threads)
+            self.threads = threads
 
     def _prefill(self, ids: list[int], cancel: threading.Event | None) -> np.ndarray | None:
         """Evaluate the prompt, reusing the cached tokens it starts with; the last
@@ -240,9 +254,11 @@ def open_gguf(
     """A LlamaCppGenerator over the GGUF file `gguf`."""
     from llama_cpp import Llama
 
+    from ragchat.hardware import compute_threads
+
     _quiet_llama_log()
     started = time.perf_counter() if started is None else started
-    n_threads = threads if threads > 0 else (os.cpu_count() or 1)
+    n_threads = compute_threads(threads)
     try:
         llm = Llama(
             model_path=str(gguf),
@@ -254,7 +270,9 @@ def open_gguf(
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelUnavailableError(f"llama.cpp cannot load {gguf}: {exc}") from exc
-    return LlamaCppGenerator(llm, name=name, load_seconds=time.perf_counter() - started)
+    return LlamaCppGenerator(
+        llm, name=name, load_seconds=time.perf_counter() - started, threads=threads
+    )
 
 
 # ggml's log levels (ggml.h): 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last.

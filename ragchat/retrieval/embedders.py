@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from ragchat.errors import IndexMismatchError, ModelUnavailableError
+from ragchat.hardware import cpu_has_native_bf16
 from ragchat.hub import configure_hub, offline_error
 
 if TYPE_CHECKING:
@@ -109,17 +110,6 @@ def load_embedder(spec: str, settings: Settings, *, dtype: Dtype = "auto") -> Em
     target = rest if sep and kind == "st" else spec
     folder, embedder_id = _sentence_transformer_folder(target, settings)
     return _load_sentence_folder(folder, embedder_id, settings, dtype)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16, AMX or Arm BF16); elsewhere
-    bf16 is emulated and slower than float32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = set(fh.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def _device(settings: Settings) -> str:
@@ -205,7 +195,13 @@ def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -
         sidecar=settings.cache_dir / "verified" / "minilm.sha256.json",
         install=MINILM_INSTALL,
     )
-    return _load_sentence_folder(folder, "minilm", settings, dtype)
+    from ragchat.retrieval.bert_numpy import MiniLMEmbedder
+
+    # Queries and answer focusing run in numpy (no torch import); ingest batches on torch.
+    loaded = folder
+    return MiniLMEmbedder(
+        folder, "minilm", lambda: _load_sentence_folder(loaded, "minilm", settings, dtype)
+    )
 
 
 def _sentence_transformer_folder(target: str, settings: Settings) -> tuple[Path, str]:
