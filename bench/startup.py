@@ -4,6 +4,14 @@ accepts input, side by side with a bare interpreter start.
     python bench/startup.py                        # 10× --help, 5× chat, 3× first answer
     python bench/startup.py --chat-repeats 2 --answer-repeats 0
     python bench/startup.py --json /tmp/startup.json
+    python bench/startup.py --commands-only             # just the one-shot commands
+
+Also, from process start to exit (subprocess wall time, medians over --command-repeats),
+over the same small index: `ragchat ingest` of the already indexed sample (a no-op),
+`ragchat search QUESTION`, `ragchat ask QUESTION` (loads the model: the embedder and the
+model load side by side), and `ragchat ask --model no-such-model` (an argument error,
+which must fail before anything heavy loads). Whether each imported torch is read from
+`python -X importtime` on one extra run.
 
 Prints, in one run (medians over the repeats):
   1. `python -c pass` and `ragchat --help` wall time (subprocess, the venv's `ragchat`
@@ -288,6 +296,58 @@ def answer_once(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str
         term.close()
 
 
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """(wall seconds from spawn to exit, exit status)."""
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True)
+    return time.perf_counter() - started, proc.returncode
+
+
+def imports_torch(cmd: list[str], env: dict[str, str]) -> bool:
+    """Whether the command imports torch (one run under `python -X importtime`)."""
+    python = [sys.executable, "-X", "importtime", "-m", "ragchat", *cmd]
+    proc = subprocess.run(python, env=env, capture_output=True, text=True)
+    return any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+
+
+def commands(ragchat: list[str], env: dict[str, str], args: argparse.Namespace) -> list[dict]:
+    """The one-shot commands, from process start to exit."""
+    model = ["--model", args.model] if args.model else []
+    cases = [
+        ("ingest (unchanged file)", ["ingest", str(SAMPLE), "--index", INDEX, "--quiet"]),
+        ("search", ["search", QUESTION, "--index", INDEX, "-k", "3"]),
+        ("ask", ["ask", QUESTION, "--index", INDEX, *model]),
+        ("ask --model no-such-model", ["ask", QUESTION, "--index", INDEX, "-m", "no-such"]),
+    ]
+    rows = []
+    for label, cmd in cases:
+        runs = [timed([*ragchat, *cmd], env) for _ in range(args.command_repeats)]
+        rows.append(
+            {
+                "command": label,
+                "seconds": [r[0] for r in runs],
+                "status": sorted({r[1] for r in runs}),
+                "torch": imports_torch(cmd, env),
+            }
+        )
+    return rows
+
+
+def print_commands(rows: list[dict]) -> None:
+    try:
+        load = f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        load = "?"
+    print(f"\n{'from process start':<30} {'median s':>9} {'min–max s':>12} {'exit':>5} torch")
+    for r in rows:
+        status = ",".join(map(str, r["status"]))
+        print(
+            f"{r['command']:<30} {med(r['seconds']):>9.2f} {spread(r['seconds']):>12} "
+            f"{status:>5} {'yes' if r['torch'] else 'no'}"
+        )
+    print(f"(1-minute load average after the runs: {load})")
+
+
 def med(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -313,6 +373,8 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=300, help="per wait, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--command-repeats", type=int, default=3)
+    parser.add_argument("--commands-only", action="store_true", help="skip the chat runs")
     args = parser.parse_args()
 
     from ragchat.config import Settings
@@ -349,6 +411,11 @@ def main() -> int:
             return 1
         results["ingest_s"] = time.perf_counter() - started
 
+        results["commands"] = commands(ragchat, env, args)
+        if args.commands_only:
+            print_commands(results["commands"])
+            return 0
+
         chat_cmd = [*ragchat, "chat", "--index", INDEX]
         if args.model:
             chat_cmd += ["--model", args.model]
@@ -357,6 +424,7 @@ def main() -> int:
         results["chat"] = chats
         results["answer"] = answers
 
+    print_commands(results["commands"])
     rows: list[tuple[str, list[float], str]] = [
         ("python -c pass", python, "interpreter start, for scale"),
         ("ragchat --help", helps, ""),

@@ -58,7 +58,7 @@ class Passage:
     text: str
 
 
-FileStatus = Literal["indexed", "unchanged", "skipped", "failed", "removed"]
+FileStatus = Literal["indexed", "unchanged", "skipped", "failed", "removed", "missing"]
 
 
 @dataclass(frozen=True)

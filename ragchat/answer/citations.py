@@ -74,13 +74,25 @@ class Citation:
 
     @property
     def label(self) -> str:
-        """`file.pdf p.3` or `file.pdf p.3–4`."""
-        return f"{self.doc} {page_label(self.page, self.page_end)}"
+        """`file.pdf p.3`, `file.pdf p.3–4`; `notes.txt` or `notes.txt §2` for text files."""
+        return source_label(self.doc, self.page, self.page_end)
 
 
 def page_label(page: int, page_end: int) -> str:
     """`p.3` or `p.3–4` (1-based, inclusive)."""
     return f"p.{page}" if page_end <= page else f"p.{page}–{page_end}"
+
+
+def source_label(doc: str, page: int, page_end: int) -> str:
+    """Where a passage is: `file.pdf p.3`; for a text file (ingest/text.py: a page is a
+    form-feed section) `notes.txt §2`, or just `notes.txt` for its first page."""
+    from ragchat.ingest.text import is_text_file
+
+    if not is_text_file(doc):
+        return f"{doc} {page_label(page, page_end)}"
+    if page == 1 and page_end <= 1:
+        return doc
+    return f"{doc} §{page}" if page_end <= page else f"{doc} §{page}–{page_end}"
 
 
 # [1]  [1, 2]  [1][2]  [1-3]  [Passage 2]  [passages 1 and 3]

@@ -145,7 +145,7 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.answer.citations import page_label
+    from ragchat.answer.citations import source_label
     from ragchat.answer.qa import answer, policy_for
     from ragchat.cli.common import emit_json, index_path, stdin_lines
     from ragchat.retrieval.retriever import open_retriever
@@ -191,8 +191,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                 if args.show_passages:
                     for i, p in enumerate(result.passages, 1):
                         text = " ".join(p.text.split())[:300]
-                        label = page_label(p.page, p.page_end)
-                        print(f"  [{i}] {p.doc} {label} ({p.score:.3f}) {text}")
+                        label = source_label(p.doc, p.page, p.page_end)
+                        print(f"  [{i}] {label} ({p.score:.3f}) {text}")
                 print(
                     f"\x1b[2m{timing_line(result)}\x1b[0m"
                     if sys.stderr.isatty()

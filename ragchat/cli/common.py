@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "threads",
         "chunk_tokens",
         "chunk_overlap",
+        "extractor",
     )
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):
@@ -104,6 +106,13 @@ def index_path(args: argparse.Namespace, settings: Settings, value: str | None =
     return resolve_index_path(
         value or getattr(args, "index", None) or "default", settings.index_dir
     )
+
+
+def silence_library_bars() -> None:
+    """Keep other libraries' tqdm bars (transformers' "Converting and de-quantizing GGUF
+    tensors", which ignores its own logging switches) off the terminal: for --quiet, and
+    for the chat console, where a bar would tear through the prompt."""
+    os.environ["TQDM_DISABLE"] = "1"
 
 
 def emit_json(obj: Any) -> None:

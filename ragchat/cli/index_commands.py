@@ -19,6 +19,7 @@ from ragchat.cli.common import (
     emit_json,
     human_bytes,
     index_path,
+    silence_library_bars,
     stdin_lines,
 )
 from ragchat.cli.render import IngestBars, passage_json, print_passages, print_report, report_json
@@ -33,19 +34,23 @@ def register(sub: Any) -> None:
     """Add the index commands to the `ragchat` subparsers."""
     p = sub.add_parser(
         "ingest",
-        help="add PDFs (files or folders) to an index",
-        description="Extract, chunk and embed PDFs into an index. Files already "
+        help="add PDFs and text files (files or folders) to an index",
+        description="Extract, chunk and embed PDFs and plain-text files (.txt, .md) into "
+        "an index. Files already "
         "indexed with the same content are skipped; changed files are re-indexed. "
         "Each file is committed on its own, so an interrupted ingest keeps what "
         "it finished and a rerun resumes.",
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files or folders")
+    p.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="PDF, .txt, .md files or folders"
+    )
     add_chunking_options(p)
     p.add_argument("--password", help="password for encrypted PDFs (the empty one is tried first)")
     p.add_argument(
         "--prune",
         action="store_true",
-        help="also drop recorded sources whose files no longer exist",
+        help="drop recorded sources whose files were deleted from disk (without it they "
+        "are reported as missing and stay searchable)",
     )
     p.add_argument(
         "--timeout",
@@ -53,6 +58,11 @@ def register(sub: Any) -> None:
         dest="pdf_timeout_s",
         metavar="SECONDS",
         help="time limit per file for text extraction (default 60)",
+    )
+    p.add_argument(
+        "--extractor",
+        choices=("pypdf", "pdfium"),
+        help="PDF text extractor to try first; the other is the fallback (default pypdf)",
     )
     p.add_argument(
         "--no-fallback",
@@ -130,6 +140,8 @@ def ingest_exit_code(report: IngestReport) -> int:
 def _with_bars(args: argparse.Namespace, run: Callable[[IngestBars], IngestReport]) -> IngestReport:
     """Run an ingest-like job with progress bars (unless --quiet), then print its report
     (and the --json one)."""
+    if args.quiet:
+        silence_library_bars()
     bars = IngestBars(enabled=not args.quiet)
     try:
         report = run(bars)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ragchat.answer.citations import page_label, strip_citations
+from ragchat.answer.citations import source_label, strip_citations
 
 if TYPE_CHECKING:
     from ragchat.answer.qa import Answer
@@ -74,6 +74,9 @@ class IngestBars:
                         leave=False,
                         position=1 if event.stage == "extract" else 2,
                         dynamic_ncols=True,
+                        # No rate: a file's bar appears with its first page or batch done,
+                        # so tqdm's first rate is one item over microseconds (293051 chunk/s).
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]",
                     )
                     self._bars[key] = bar
                 bar.n = event.done
@@ -114,7 +117,8 @@ def report_json(report: IngestReport) -> dict[str, Any]:
             for f in report.files
         ],
         "counts": {
-            s: report.count(s) for s in ("indexed", "unchanged", "skipped", "failed", "removed")
+            s: report.count(s)
+            for s in ("indexed", "unchanged", "skipped", "failed", "removed", "missing")
         },
     }
 
@@ -124,16 +128,45 @@ def print_report(report: IngestReport, out: TextIO | None = None) -> None:
     counts = report_json(report)["counts"]
     pages = sum(f.pages for f in report.files if f.status == "indexed")
     chunks = sum(f.chunks for f in report.files if f.status == "indexed")
-    rate = f", {pages / report.seconds:.0f} pages/s" if report.seconds > 0 and pages >= 20 else ""
+    rate = f", {speed(pages, report.seconds)}" if report.seconds > 0 and pages >= 20 else ""
     for f in report.files:
-        if f.status in ("skipped", "failed", "removed"):
-            print(f"  {f.status:8} {f.path}: {f.reason}", file=out)
+        if f.status in ("skipped", "failed", "removed", "missing") or (
+            f.status == "indexed" and f.reason
+        ):
+            print(f"  {f.status:8} {f.path}: {_own_reason(f.path, f.reason or '')}", file=out)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     print(
-        f"{report.index}: {summary or 'no files'} — {pages} pages, {chunks} chunks "
-        f"in {report.seconds:.1f}s{rate}",
+        f"{report.index}: {summary or 'no files'} — {plural(pages, 'page')}, "
+        f"{plural(chunks, 'chunk')} in {report.seconds:.1f}s{rate}",
         file=out,
     )
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 passage`, `3 passages`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def speed(pages: int, seconds: float) -> str:
+    """`12 pages/s`, `1.4 pages/s`, or `1.2 s/page` below one page a second."""
+    per_second = pages / seconds
+    if per_second >= 10:
+        return f"{per_second:.0f} pages/s"
+    if per_second >= 1:
+        return f"{per_second:.1f} pages/s"
+    return f"{seconds / pages:.1f} s/page"
+
+
+def _own_reason(path: str, reason: str) -> str:
+    """The reason without the file name it starts with (the line already shows the path);
+    "pypdf: …; used pdfium" said as what happened."""
+    name = Path(path).name
+    for prefix in (f"{path}: ", f"{name}: "):
+        if reason.startswith(prefix):
+            reason = reason[len(prefix) :]
+    if "; used pdfium" in reason:
+        reason = "read with PDFium instead (" + reason.replace("; used pdfium", ")")
+    return reason
 
 
 def print_passages(query: str, passages: Sequence[Passage], multiple: bool) -> None:
@@ -145,7 +178,9 @@ def print_passages(query: str, passages: Sequence[Passage], multiple: bool) -> N
         text = " ".join(p.text.split())
         if len(text) > 400:
             text = text[:400] + "…"
-        print(f"{rank}. {p.doc} {page_label(p.page, p.page_end)}  (score {p.score:.3f})\n   {text}")
+        print(
+            f"{rank}. {source_label(p.doc, p.page, p.page_end)}  (score {p.score:.3f})\n   {text}"
+        )
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,8 +26,9 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.styles import Style
 
-from ragchat.answer.citations import page_label
+from ragchat.answer.citations import source_label
 from ragchat.answer.prompts import Turn
+from ragchat.cli.common import silence_library_bars
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
 from ragchat.records import Passage
@@ -539,7 +542,7 @@ class ChatConsole:
             # Passages go in as their best sentences (qa.FOCUS_SENTENCES) under a token budget.
             extra = "" if p.chunk_id in given else "  (not given to the model: less relevant)"
             self._print(
-                ("class:prompt", f"{rank}. {p.doc} {page_label(p.page, p.page_end)}"),
+                ("class:prompt", f"{rank}. {source_label(p.doc, p.page, p.page_end)}"),
                 ("class:note", f"  score {p.score:.3f}{extra}"),
                 mark,
             )
@@ -644,10 +647,15 @@ def _quiet_libraries(settings: Settings) -> None:
     from ragchat.hub import configure_hub
 
     configure_hub(settings.allow_download)
-    from transformers.utils import logging
+    silence_library_bars()
+    # Read when transformers is first imported; importing it here would cost seconds
+    # (torch) that the numpy embedder and llama.cpp never need.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        logging.set_verbosity_error()
 
 
 def _preset_names() -> list[str]:

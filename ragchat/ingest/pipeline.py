@@ -55,7 +55,7 @@ def _no_progress(_: IngestProgress) -> None:
 
 
 def find_files(paths: Iterable[Path]) -> tuple[list[Path], list[FileOutcome]]:
-    """Expand files and folders (recursively: *.pdf, any case) into files to ingest;
+    """Expand files and folders (recursively: *.pdf, *.txt, *.md, any case) into files to ingest;
     paths that don't exist come back as failed outcomes."""
     files: list[Path] = []
     missing: list[FileOutcome] = []
@@ -63,7 +63,7 @@ def find_files(paths: Iterable[Path]) -> tuple[list[Path], list[FileOutcome]]:
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _indexable(p))
         elif path.is_file():
             found = [path]
         else:
@@ -75,6 +75,13 @@ def find_files(paths: Iterable[Path]) -> tuple[list[Path], list[FileOutcome]]:
                 seen.add(resolved)
                 files.append(resolved)
     return files, missing
+
+
+def _indexable(path: Path) -> bool:
+    """Whether a file found in a folder is ingested: PDFs and plain text (.txt, .md)."""
+    from ragchat.ingest.text import is_text_file
+
+    return path.suffix.lower() == ".pdf" or is_text_file(path)
 
 
 def file_sha256(path: Path) -> str:
@@ -121,8 +128,7 @@ def ingest(
         with writing(store, on_wait=lambda: progress(IngestProgress("wait", str(index_path)))):
             report.files.extend(outcomes)
             progress(IngestProgress("start", total=len(files)))
-            if prune:
-                report.files.extend(_prune(store))
+            report.files.extend(_prune(store) if prune else _missing(store))
             todo = []
             for path in files:
                 outcome = _unchanged(store, path)
@@ -158,6 +164,15 @@ def _unchanged(store: IndexStore, path: Path) -> FileOutcome | None:
     return None
 
 
+def _missing(store: IndexStore) -> list[FileOutcome]:
+    """Recorded sources whose files are gone from disk (still searchable until pruned)."""
+    return [
+        FileOutcome(s.path, "missing", "deleted from disk; `--prune` drops it from the index")
+        for s in store.sources()
+        if not Path(s.path).exists()
+    ]
+
+
 def _prune(store: IndexStore) -> list[FileOutcome]:
     gone = [s.path for s in store.sources() if not Path(s.path).exists()]
     return [FileOutcome(p, "removed", "file no longer exists") for p in store.remove_sources(gone)]
@@ -188,21 +203,28 @@ def _prepare_all(
     def prepare(path: Path) -> _Prepared:
         from ragchat.ingest.chunking import chunk_pages
         from ragchat.ingest.pdf import extract_document
+        from ragchat.ingest.text import extract_text_document, is_text_file
 
         t0 = time.perf_counter()
         sha = file_sha256(path)
         size = path.stat().st_size
         try:
-            document = extract_document(
-                path,
-                password=password,
-                timeout_s=settings.pdf_timeout_s,
-                fallback=settings.fallback_extractor,
-                primary=settings.extractor,
-                on_page=lambda done, total: progress(
-                    IngestProgress("extract", str(path), done, total)
-                ),
-            )
+            if is_text_file(path):
+                document = extract_text_document(path)
+                progress(
+                    IngestProgress("extract", str(path), document.page_count, document.page_count)
+                )
+            else:
+                document = extract_document(
+                    path,
+                    password=password,
+                    timeout_s=settings.pdf_timeout_s,
+                    fallback=settings.fallback_extractor,
+                    primary=settings.extractor,
+                    on_page=lambda done, total: progress(
+                        IngestProgress("extract", str(path), done, total)
+                    ),
+                )
         except PdfError as exc:
             return _Prepared(path, sha, size, None, [], exc, time.perf_counter() - t0)
         chunks = chunk_pages(document.pages, embedder.token_spans, chunk_tokens, chunk_overlap)
