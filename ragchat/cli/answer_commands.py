@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,9 +153,19 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from ragchat.retrieval.retriever import open_retriever
 
     k = args.k or settings.k
-    retriever = open_retriever(index_path(args, settings), settings)
     started = time.perf_counter()
-    generator = load_model(settings, quiet=False)
+    # Opening the index first makes a wrong --index fail at once. With the numpy MiniLM
+    # the model then loads while the index's FAISS/BM25 files and the embedder's weights
+    # warm up; a torch embedder loads first (transformers switches torch's process-wide
+    # dtype while it builds a model, so two torch loads at once corrupt each other).
+    retriever = open_retriever(index_path(args, settings), settings)
+    if retriever.store.config.embedder == "minilm":
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragchat-model") as pool:
+            pending = pool.submit(load_model, settings, False)
+            retriever.warm_up()
+            generator = pending.result()
+    else:
+        generator = load_model(settings, quiet=False)
     load_s = time.perf_counter() - started
     policy = policy_for(settings, generator)
     questions = stdin_lines() if args.question == "-" else [args.question]
@@ -219,7 +231,14 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from ragchat.cli.common import index_path
     from ragchat.cli.repl import run_repl
 
-    return run_repl(settings, index_path(args, settings))
+    status = run_repl(settings, index_path(args, settings))
+    if sys.stdin.isatty():
+        # Leave at once: the history is on disk (written per line), and tearing down a
+        # loaded model and a background load still running took seconds after Ctrl-D.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:

@@ -210,6 +210,6 @@ def timing_line(answer: Answer) -> str:
     t = answer.timings
     first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
     return (
-        f"{len(answer.passages)} passages · retrieve {t.retrieve_s:.2f}s, {first}"
+        f"{plural(len(answer.passages), 'passage')} · retrieve {t.retrieve_s:.2f}s, {first}"
         f"total {t.total_s:.1f}s · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s"
     )

@@ -63,6 +63,10 @@ MAX_K = 50
 SNIPPET_CHARS = 300
 
 
+# Ctrl-C gives the prompt back after at most this long, whatever the worker is doing.
+STOP_WAIT_S = 0.5
+
+
 STYLE = Style.from_dict(
     {
         "note": "#8a8a8a",
@@ -100,8 +104,10 @@ class Loading(Generic[T]):
         what: str,
         load: Callable[[ProgressCallback], T],
         after: Loading[Any] | None = None,
+        exclusive: bool = True,
     ) -> None:
         self.what = what
+        self.exclusive = exclusive  # takes the load lock (it may build a torch model)
         self.started = time.perf_counter()
         self.seconds: float | None = None  # loading time, once done
         self.progress: tuple[int, int] | None = None  # bytes assembled/verified, of total
@@ -119,7 +125,7 @@ class Loading(Generic[T]):
         try:
             if self._after is not None:
                 self._after.wait()
-            with _LOAD_LOCK:
+            with _LOAD_LOCK if self.exclusive else contextlib.nullcontext():
                 self._running.set()
                 self.started = time.perf_counter()
                 self.value = self._load(self._on_progress)
@@ -172,7 +178,21 @@ def open_index(index_path: Path, settings: Settings) -> Loading[ChatRetriever]:
         _quiet_libraries(settings)
         return ChatRetriever.open(index_path, settings)
 
-    return Loading(f"index {index_path.name}", load)
+    # The packaged MiniLM runs in numpy (no torch): it may load beside the model.
+    return Loading(
+        f"index {index_path.name}", load, exclusive=_index_embedder(index_path) != "minilm"
+    )
+
+
+def _index_embedder(index_path: Path) -> str:
+    """The embedder id the index's manifest records ("" when it cannot be read)."""
+    from ragchat.index.store import IndexStore
+
+    try:
+        with IndexStore.open(index_path) as store:
+            return store.config.embedder
+    except RagchatError:
+        return ""
 
 
 def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loading[Generator]:
@@ -222,9 +242,11 @@ class SlashCompleter(Completer):
         if not text.startswith("/"):
             return
         if " " not in text:
-            for name, (_, meta) in COMMANDS.items():
+            for name, (argument, meta) in COMMANDS.items():
                 if name.startswith(text):
-                    yield Completion(name, -len(text), display_meta=meta)
+                    # "/index " with its space, so the next Tab lists the index names.
+                    shown = f"{name} " if argument and name in self._choices else name
+                    yield Completion(shown, -len(text), display=name, display_meta=meta)
             return
         command, _, arg = text.partition(" ")
         names = self._choices.get(ALIASES.get(command, command))
@@ -253,12 +275,14 @@ class ChatConsole:
         self.history: list[Turn] = []
         self.answers: list[Answer] = []
         self.streaming = threading.Event()
+        self.waited_for: list[str] = []  # what the last answer waited for: "the index"…
         # A missing index fails here, before the loop (cheap: no embedder yet). The embedder
         # and the model then load in the background while the user types.
         self.index_path = index_path
         self.index_summary = _index_summary(index_path)
         self.index = open_index(index_path, settings)
-        self.model = load_model(settings.model, settings, after=self.index)
+        after = self.index if self.index.exclusive else None
+        self.model = load_model(settings.model, settings, after=after)
         self.session: PromptSession[str] = PromptSession(
             history=_history(settings.cache_dir),
             completer=SlashCompleter(self._index_names, _preset_names),
@@ -378,9 +402,14 @@ class ChatConsole:
             result = self._consume(question, events)
         except KeyboardInterrupt:
             cancel.set()
-            while worker.is_alive():
+            # Generation stops at its next token, but a prefill chunk or the follow-up
+            # rewrite can take seconds: the prompt comes back within STOP_WAIT_S and a
+            # worker still running finishes on its own (the next answer waits for the
+            # model's lock, not the user).
+            deadline = time.perf_counter() + STOP_WAIT_S
+            while worker.is_alive() and time.perf_counter() < deadline:
                 with contextlib.suppress(KeyboardInterrupt):  # pressed again: stopping anyway
-                    worker.join(0.1)
+                    worker.join(0.05)
             result = _final(events)
             self._print(("class:note", " [stopped]"))
         finally:
@@ -407,6 +436,7 @@ class ChatConsole:
 
         try:
             waited = 0.0
+            self.waited_for = []
             for loading in (self.index, self.model):
                 if loading.done:
                     continue
@@ -417,6 +447,7 @@ class ChatConsole:
                         events.put(("done", None))
                         return
                 waited += time.perf_counter() - started
+                self.waited_for.append("the index" if loading is self.index else "the model")
                 events.put(("loaded", loading))
             retriever = self.index.result()
             generator = self.model.result()
@@ -489,7 +520,7 @@ class ChatConsole:
     def _after_answer(self, result: Answer) -> None:
         if result.abstained and result.passages:
             self._note("(the retrieved passages don't answer this; /sources shows them)")
-        self._note(timing_line(result))
+        self._note(timing_line(result, self.waited_for))
 
     # ------------------------------------------------------------------ commands
 
@@ -589,13 +620,14 @@ class ChatConsole:
         self._note(f"loading model {arg} in the background; the next question waits for it")
 
 
-def timing_line(result: Answer) -> str:
+def timing_line(result: Answer, waited_for: Sequence[str] = ("the model",)) -> str:
     """`3 passages (1 cited) · retrieve 0.05s · first token 1.2s · total 4.1s · 20 tokens at
-    15.3 tok/s` (+ the wait for the model when there was one)."""
+    15.3 tok/s` (+ the wait for the index and/or model when there was one)."""
     t = result.timings
-    parts = [f"{len(result.passages)} passages ({len(result.citations)} cited)"]
-    if t.load_s > 0.05:
-        parts.append(f"waited {t.load_s:.1f}s for the model")
+    n = len(result.passages)
+    parts = [f"{n} passage{'' if n == 1 else 's'} ({len(result.citations)} cited)"]
+    if t.load_s > 0.05 and waited_for:
+        parts.append(f"waited {t.load_s:.1f}s for {' and '.join(waited_for)}")
     parts.append(f"retrieve {t.retrieve_s:.2f}s")
     if t.first_token_s is not None:
         parts.append(f"first token {t.first_token_s:.2f}s")
