@@ -52,25 +52,34 @@ def physical_cores() -> int:
     return len(cores) or len(cpus)
 
 
-def _busy_jiffies() -> tuple[int, int] | None:
-    """(busy, total) CPU time of the whole machine so far, in clock ticks, from /proc/stat."""
+def _busy_jiffies(cpus: list[int]) -> tuple[int, int] | None:
+    """(busy, total) CPU time so far of the logical CPUs `cpus`, in clock ticks, from
+    /proc/stat (only ours: work pinned to other CPUs does not take our cores)."""
     try:
         with open("/proc/stat", encoding="ascii") as fh:
-            fields = fh.readline().split()
+            lines = fh.read().splitlines()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu":
-        return None
-    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
+    wanted = {f"cpu{n}" for n in cpus}
+    busy = total = 0
+    found = False
+    for line in lines:
+        fields = line.split()
+        if not fields or fields[0] not in wanted:
+            continue
+        values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        busy += sum(values) - values[3] - values[4]
+        total += sum(values)
+        found = True
+    return (busy, total) if found else None
 
 
 def busy_elsewhere(sample_s: float = 0.05) -> float:
-    """How many CPUs other processes keep busy now: machine-wide busy time over a short
+    """How many of our CPUs other processes keep busy now: their busy time over a short
     sample, minus this process's own, in CPUs (0.0 on an idle machine, ~1.0 with one
     CPU-bound job running). Falls back to the 1-minute load average where /proc is absent."""
-    before = _busy_jiffies()
+    cpus = usable_cpus()
+    before = _busy_jiffies(cpus)
     own_before = sum(os.times()[:2])
     started = time.perf_counter()
     if before is None:
@@ -79,7 +88,7 @@ def busy_elsewhere(sample_s: float = 0.05) -> float:
         except OSError:
             return 0.0
     time.sleep(sample_s)
-    after = _busy_jiffies()
+    after = _busy_jiffies(cpus)
     elapsed = time.perf_counter() - started
     own = sum(os.times()[:2]) - own_before
     if after is None or elapsed <= 0:

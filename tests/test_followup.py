@@ -40,6 +40,8 @@ def history_of(chain: dict) -> list[Turn]:
         "What was the first year that Yale and Harvard played football?",  # relative that
         "What university won the award for Most IT enabled organisation?",  # IT, not it
         "Who built the Gull Point lighthouse?",
+        "Who built the lighthouse and when did she finish it?",  # an earlier clause
+        "Which river flows through Basel on its way north?",
     ],
 )
 def test_a_question_that_resolves_its_own_references_stands_alone(question: str) -> None:
@@ -113,6 +115,8 @@ def test_the_fallback_resolves_from_the_last_exchange() -> None:
     assert substitute("and where did it happen?", epidemic) == (
         "Where did Europe's last major epidemic happen?"
     )
+    built = Turn("What did Newcomen build?", "an atmospheric engine")
+    assert substitute("where did he build it?", built) == "Where did Newcomen build it?"
     who = Turn("Who invented the notion of a steam engine's duty?", "Watt")
     assert substitute("where was he born?", who) == "Where was Watt born?"
 

@@ -69,6 +69,9 @@ _PREPOSITIONS = _word_set(
 )
 
 
+_CLAUSE_BREAKS = {"and", "but", "or", ",", ";"}
+
+
 _ADJECTIVE_ENDINGS = ("able", "ible", "ous", "ful", "ive", "less", "ish")
 
 
@@ -160,18 +163,25 @@ def unresolved_reference(question: str) -> Reference | None:
                 continue
         elif low not in _PERSON | _THING:
             continue
-        start = 0
-        if first_aux is not None and i == first_aux + 1:
-            start = first_aux + 1  # the subject after "does": the wh-phrase can't be it
+        # Where an antecedent may be: before the pronoun, except (a) for a subject right
+        # after an auxiliary ("how many sports does it compete in?"), the wh-phrase of its
+        # own clause, and (b) for the object of a wh-subject's verb ("which network aired
+        # it?"), that subject.
+        candidates = range(i)
+        if i > 0 and before in _AUXILIARIES:
+            clause = max((j + 1 for j in range(i) if lowered[j] in _CLAUSE_BREAKS), default=0)
+            candidates = range(clause)
         elif (
             lowered[0] in {"what", "which", "whose"}
+            and low in {"it", "them", "him", "her"}
+            and i <= 4
             and (first_aux is None or first_aux > i)
             and "of" not in lowered[1:i]
         ):
-            start = i  # "which network aired it?": a verb's object is not its own subject
+            candidates = range(0)
         singular = low in {"it", "its"}
         if not any(
-            _is_anchor(words, j) and not (singular and _plural(words[j])) for j in range(start, i)
+            _is_anchor(words, j) and not (singular and _plural(words[j])) for j in candidates
         ):
             return Reference(words[i], i)
     return None
@@ -313,8 +323,11 @@ def _name(words: Sequence[str], extend: bool) -> str:
         while j + 1 < len(words) and words[j + 1][0].isupper() and _is_content(words[j + 1]):
             j += 1
         run = list(words[i : j + 1])
-        if extend:
-            possessive = run[-1].lower().endswith(("'s", "’s"))
+        possessive = run[-1].lower().endswith(("'s", "’s"))
+        # After an auxiliary a name is the subject and the next word its verb ("What did
+        # Newcomen build?"), unless it is a possessive ("When was Europe's last epidemic?").
+        subject = i > 0 and words[i - 1].lower() in _AUXILIARIES and not possessive
+        if extend and not subject:
             for k in range(j + 1, len(words)):
                 low = words[k].lower()
                 if low in _AUXILIARIES or low in _PREPOSITIONS or low in _PERSON | _THING:

@@ -15,12 +15,11 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from ragchat.retrieval.embedders import Embedder, Kind
+Kind = Literal["query", "passage"]
 
 
 # At most this many texts are embedded in numpy; more (an ingest) go to the torch model.
@@ -136,7 +135,7 @@ class MiniLMEmbedder:
         self,
         folder: Path,
         embedder_id: str,
-        load_full: Callable[[], Embedder],
+        load_full: Callable[[], Any],  # -> embedders.Embedder (imported lazily)
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -156,7 +155,7 @@ class MiniLMEmbedder:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.dim = int(config["hidden_size"])
         self._load_full = load_full
-        self._full: Embedder | None = None
+        self._full: Any = None
         self._bert: NumpyBert | None = None
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
