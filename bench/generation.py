@@ -240,13 +240,14 @@ def installed_models(cache_dir: Path) -> set[str]:
 
 
 def prompt_budget() -> int:
-    """qa.py's prompt budget (800 when ragchat.answer.qa cannot be imported right now)."""
+    """qa.py's prompt budget: Settings.max_prompt_tokens (800 when it cannot be read)."""
     try:
-        from ragchat.answer.qa import MAX_PROMPT_TOKENS
-    except Exception as exc:  # the bench must run while qa.py (or what it imports) changes
-        print(f"(ragchat.answer.qa unusable: {type(exc).__name__}: {exc}; prompt budget 800)")
+        from ragchat.config import Settings
+
+        return int(Settings().max_prompt_tokens)
+    except Exception as exc:  # the bench must run while config.py changes
+        print(f"(Settings unusable: {type(exc).__name__}: {exc}; prompt budget 800)")
         return 800
-    return int(MAX_PROMPT_TOKENS)
 
 
 def med(values: list[float | None]) -> float | None:

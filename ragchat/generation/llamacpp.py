@@ -23,6 +23,8 @@ logits are read straight from the context instead (`Llama._ctx`, pinned version)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import threading
 import time
@@ -240,14 +242,20 @@ def open_gguf(
     started = time.perf_counter() if started is None else started
     n_threads = compute_threads(threads)
     try:
-        llm = Llama(
-            model_path=str(gguf),
-            n_ctx=MAX_CONTEXT,
-            n_batch=PREFILL_CHUNK,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            verbose=False,
-        )
+        # verbose=False would point the process's stdout and stderr (the file descriptors)
+        # at /dev/null while the model loads: the chat console, drawing its prompt from
+        # another thread meanwhile, lost those writes and its toolbar stayed garbled. Its
+        # own log goes through _quiet_llama_log; its Python prints are dropped here.
+        with contextlib.redirect_stderr(io.StringIO()):
+            llm = Llama(
+                model_path=str(gguf),
+                n_ctx=MAX_CONTEXT,
+                n_batch=PREFILL_CHUNK,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=True,
+            )
+        llm.verbose = False
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelUnavailableError(f"llama.cpp cannot load {gguf}: {exc}") from exc
     return LlamaCppGenerator(
