@@ -14,8 +14,7 @@ which must fail before anything heavy loads). Whether each imported torch is rea
 `python -X importtime` on one extra run.
 
 Prints, in one run (medians over the repeats):
-  1. `python -c pass` and `ragchat --help` wall time (subprocess, the venv's `ragchat`
-     script next to sys.executable, or `python -m ragchat.cli` when there is none);
+  1. `python -c pass` and `ragchat --help` wall time (subprocess, `python -m ragchat`);
   2. `ragchat chat --index bench` in a pseudo-terminal, over an index of
      docs/sample/gull-point.pdf made beforehand in a temporary RAGCHAT_INDEX_DIR:
      - prompt: until the `> ` prompt is on the terminal (after the banner); from then on
@@ -77,11 +76,9 @@ def default_cache_dir() -> Path:
 
 
 def ragchat_command() -> list[str]:
-    """The venv's `ragchat` entry point, or the module when the script is missing."""
-    script = Path(sys.executable).parent / "ragchat"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "ragchat.cli"]
+    """`python -m ragchat`: the code on this interpreter's path (a venv's `ragchat` script
+    may have been generated for another checkout's layout)."""
+    return [sys.executable, "-m", "ragchat"]
 
 
 def wall(cmd: list[str], env: dict[str, str]) -> float:

@@ -24,6 +24,7 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.styles import Style
 
 from ragchat.answer.citations import source_label
@@ -291,6 +292,7 @@ class ChatConsole:
             style=STYLE,
             input=pt_input,
             output=pt_output,
+            key_bindings=_tab_bindings(),
         )
         self.out: Output = self.session.output
 
@@ -648,6 +650,27 @@ def _final(events: queue.Queue[Event]) -> Answer | None:
             result = value
         elif kind == "error" and not isinstance(value, RagchatError):
             raise value
+
+
+def _tab_bindings() -> KeyBindings:
+    """Tab on a single completion takes it and goes on completing: "/ind" Tab gives
+    "/index ", and Tab again lists the index names (prompt_toolkit's own Tab would only
+    cycle between "/index " and "/ind" while the completion menu is open)."""
+    bindings = KeyBindings()
+
+    @bindings.add("tab")
+    def _(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        state = buffer.complete_state
+        if state is not None and len(state.completions) == 1:
+            buffer.apply_completion(state.completions[0])
+            buffer.start_completion(select_first=False)
+        elif state is not None:
+            buffer.complete_next()
+        else:
+            buffer.start_completion(insert_common_part=True)
+
+    return bindings
 
 
 def _history(cache_dir: Path) -> History:

@@ -118,6 +118,8 @@ def ingest(
     if not files and not (index_path / MANIFEST).is_file():
         # Nothing to read (a typo in a path, say): don't leave an empty index behind.
         return IngestReport(index=index_path.name, files=outcomes)
+    # The files bar first: opening the index loads the embedder (a second or more).
+    progress(IngestProgress("start", total=len(files)))
     store, embedder = open_or_create(index_path, settings, embedder_spec, create=True)
     report = IngestReport(index=store.name, chunks_before=store.chunk_count())
     started = time.perf_counter()
@@ -127,7 +129,6 @@ def ingest(
         )
         with writing(store, on_wait=lambda: progress(IngestProgress("wait", str(index_path)))):
             report.files.extend(outcomes)
-            progress(IngestProgress("start", total=len(files)))
             report.files.extend(_prune(store) if prune else _missing(store))
             todo = []
             for path in files:
