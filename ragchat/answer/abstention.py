@@ -60,6 +60,30 @@ def coverage_signals(
     return {"coverage": best_sentence, "passage_coverage": best_passage}
 
 
+def answer_coverage(
+    question: str, answer: str, passages: Sequence[Passage], idf: Callable[[str], float]
+) -> float:
+    """How well the sentence the answer comes from matches the question: the best
+    idf-weighted share of the question's content terms among the sentences of `passages`
+    that hold every content term of the answer (0.0 when no sentence holds the answer:
+    it was not read there). SQuAD 2.0's unanswerable questions are written against a real
+    paragraph with one detail changed, so their answer's sentence tends to miss a term."""
+    wanted = set(tokenize(answer, stopwords=True))
+    words = _content_terms(question) - wanted
+    total = sum(idf(t) for t in words)
+    if not wanted:
+        return 0.0
+    best = 0.0
+    for passage in passages:
+        for sentence in split_sentences(passage.text):
+            terms = set(tokenize(sentence, stopwords=True))
+            if wanted <= terms:
+                if total <= 0:
+                    return 1.0
+                best = max(best, sum(idf(t) for t in words & terms) / total)
+    return best
+
+
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean; 0.0 for no values."""
     return statistics.fmean(values) if values else 0.0

@@ -14,6 +14,7 @@ from ragchat.answer.abstention import (
     DEFAULT_THRESHOLDS,
     Decision,
     Thresholds,
+    answer_coverage,
     answer_signals,
     coverage_signals,
     decide,
@@ -202,6 +203,13 @@ def answer(
             )
         )
     signals["model_abstained"] = float(not cleaned or is_abstention(raw))
+    if store is not None and not signals["model_abstained"] and kind == "lookup":
+        signals["answer_coverage"] = round(
+            answer_coverage(
+                query, strip_citations(cleaned), prompt.passages, store.lexical_index().idf
+            ),
+            4,
+        )
     if verify_answers and scoring and "no_answer" in signals and not signals["model_abstained"]:
         evidence = _evidence(citations, prompt.passages)
         margin = verify(query, strip_citations(cleaned), evidence, generator)
