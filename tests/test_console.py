@@ -229,3 +229,19 @@ def test_tab_completes_a_command_then_index_names() -> None:
     assert complete("/index ") == ["default", "papers"]
     assert complete("/index pa") == ["papers"]
     assert complete("/he") == ["/help"]
+
+
+@pytest.mark.slow
+def test_mismatch_hint_names_an_index_opened_by_path(tmp_path: Path, model_cache: Path) -> None:
+    from ragchat.errors import IndexMismatchError
+
+    (tmp_path / "n.txt").write_text("Some notes about the fog signal.\n")
+    settings = load_settings({"cache_dir": model_cache})
+    index = tmp_path / "elsewhere"  # not under the index dir (tmp_path / "indexes")
+    ingest([tmp_path / "n.txt"], index, settings)
+    with pytest.raises(IndexMismatchError, match=f"ragchat rebuild {index} --embedder lm:x"):
+        open_retriever(index, settings, "lm:x")
+    named = settings.index_dir / "notes"
+    ingest([tmp_path / "n.txt"], named, settings)
+    with pytest.raises(IndexMismatchError, match="ragchat rebuild notes --embedder lm:x"):
+        open_retriever(named, settings, "lm:x")

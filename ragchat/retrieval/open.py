@@ -63,7 +63,8 @@ def check_compatible(
     if embedder_spec is not None and not _same_embedder(embedder_spec, cfg.embedder):
         raise IndexMismatchError(
             f"index {store.name} was built with embedder {cfg.embedder!r}, not "
-            f"{embedder_spec!r}. To switch, run `ragchat rebuild {store.name} --embedder "
+            f"{embedder_spec!r}. To switch, run `ragchat rebuild "
+            f"{_rebuild_name(store, settings)} --embedder "
             f"{embedder_spec}`."
         )
     for flag, asked, have in (
@@ -73,8 +74,17 @@ def check_compatible(
         if asked is not None and asked != have:
             raise IndexMismatchError(
                 f"index {store.name} was chunked with {flag} {have}, not {asked}. To switch, "
-                f"run `ragchat rebuild {store.name} {flag} {asked}`."
+                f"run `ragchat rebuild {_rebuild_name(store, settings)} {flag} {asked}`."
             )
+
+
+def _rebuild_name(store: IndexStore, settings: Settings) -> str:
+    """How `ragchat rebuild` names this index: its name when it lives in the index dir,
+    else its path (an index opened by path is not found by name)."""
+    if store.path.resolve().parent == settings.index_dir.resolve():
+        return store.name
+    path = str(store.path)
+    return path if "/" in path or path.startswith((".", "~")) else f"./{path}"
 
 
 def _same_embedder(spec: str, recorded: str) -> bool:
