@@ -67,6 +67,10 @@ SNIPPET_CHARS = 300
 STOP_WAIT_S = 0.5
 
 
+# Leaving the console waits this long for a stopped answer that is still ending.
+STOP_COLLECT_S = 10.0
+
+
 STYLE = Style.from_dict(
     {
         "note": "#8a8a8a",
@@ -256,6 +260,7 @@ class ChatConsole:
         self.answers: list[Answer] = []
         self.streaming = threading.Event()
         self.waited_for: list[str] = []  # what the last answer waited for: "the index"…
+        self._stopping: tuple[threading.Thread, queue.Queue[Event]] | None = None
         # A missing index fails here, before the loop (cheap: no embedder yet). The embedder
         # and the model then load in the background while the user types.
         self.index_path = index_path
@@ -345,6 +350,7 @@ class ChatConsole:
                 except KeyboardInterrupt:  # during a command (/index waiting for a load)
                     self._note("[stopped]")
         finally:
+            self._collect_stopped(timeout=STOP_COLLECT_S)
             self._close_index(self.index)
 
     def _report_failures(self) -> None:
@@ -370,6 +376,7 @@ class ChatConsole:
     def ask(self, question: str) -> Answer | None:
         """Answer one question, streaming it; Ctrl-C (KeyboardInterrupt) stops it. Returns
         the answer (cancelled ones too), or None when stopped before generation began."""
+        self._collect_stopped()
         cancel = threading.Event()
         events: queue.Queue[Event] = queue.Queue()
         worker = threading.Thread(
@@ -392,6 +399,8 @@ class ChatConsole:
                 with contextlib.suppress(KeyboardInterrupt):  # pressed again: stopping anyway
                     worker.join(0.05)
             result = _final(events)
+            if result is None and worker.is_alive():
+                self._stopping = (worker, events)  # its answer is kept once it ends
             self._print(("class:note", " [stopped]"))
         finally:
             self.streaming.clear()
@@ -402,6 +411,20 @@ class ChatConsole:
             # The standalone form, so later follow-ups are condensed from explicit questions.
             self.history.append(Turn(result.standalone_question or question, result.text))
         return result
+
+    def _collect_stopped(self, timeout: float | None = None) -> None:
+        """Keep the answer of a worker stopped by Ctrl-C that was still ending when the
+        prompt came back (waits for it up to `timeout`; None: until it ends)."""
+        if self._stopping is None:
+            return
+        worker, events = self._stopping
+        worker.join(timeout)
+        if worker.is_alive():
+            return
+        self._stopping = None
+        result = _final(events)
+        if result is not None:
+            self.answers.append(result)
 
     def _work(
         self,
@@ -532,6 +555,7 @@ class ChatConsole:
         return None
 
     def _sources(self) -> None:
+        self._collect_stopped(timeout=1.0)
         if not self.answers:
             self._note("no answer yet: ask a question first")
             return
