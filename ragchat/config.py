@@ -59,6 +59,8 @@ class Settings:
     focus_sentences: int = 3  # 0 = whole passages
     explain_sentences: int = 8  # the same for describe / explain / why / how questions
     min_coverage: float | None = None
+    min_dense_top: float | None = None
+    min_passage_coverage: float | None = None
     no_answer_threshold: float | None = None
     verify_threshold: float | None = None
     debug: bool = False
