@@ -78,7 +78,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "max_new_tokens",
         "threads",
     )
-    overrides = {f: getattr(args, f, None) for f in (*fields, "ocr", "password_file")}
+    overrides = {f: getattr(args, f, None) for f in (*fields, "ocr", "ocr_language", "password_file")}
     if getattr(args, "no_fallback", False):
         overrides["fallback_extractor"] = False
     settings = load_settings(overrides, env)

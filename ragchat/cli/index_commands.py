@@ -60,6 +60,11 @@ def register(sub: Any) -> None:
         help="read pages without a text layer (scans) with Tesseract OCR (RAGCHAT_OCR=1)",
     )
     p.add_argument(
+        "--ocr-language",
+        metavar="LANG",
+        help="Tesseract language(s) for --ocr, e.g. eng+deu (default eng)",
+    )
+    p.add_argument(
         "--prune",
         action="store_true",
         help="also drop recorded sources whose files no longer exist",
