@@ -77,8 +77,11 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "device",
         "max_new_tokens",
         "threads",
+        "ocr",
+        "ocr_language",
+        "password_file",
     )
-    overrides = {f: getattr(args, f, None) for f in (*fields, "ocr", "ocr_language", "password_file")}
+    overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):
         overrides["fallback_extractor"] = False
     settings = load_settings(overrides, env)
