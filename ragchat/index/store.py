@@ -650,7 +650,10 @@ class IndexStore:
         try:
             lexical = LexicalIndex.load(folder)
         except Exception as exc:  # a cache: whatever cannot be read is rebuilt
-            return None, stamp, f"damaged ({_first_line(exc)})"
+            cause = exc.__cause__ or exc
+            if "pickle" in str(cause):  # numpy's advice to load it unsafely is not ours
+                return None, stamp, "not a BM25 file (it holds pickled data: never loaded)"
+            return None, stamp, f"damaged ({_first_line(cause)})"
         if stamp == generation and not np.array_equal(
             np.sort(lexical.chunk_ids), self._chunk_ids()
         ):
@@ -920,7 +923,7 @@ def _refuse_newer(path: Path, manifest: dict[str, Any] | None) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 160 else line[:157] + "..."
+    return line if len(line) <= 80 else line[:77] + "..."
 
 
 def is_index(path: Path) -> bool:
@@ -1030,7 +1033,8 @@ def _check_stamp(
     if content.is_dir():
         return -1, None, "a directory, not a file"
     if not stamp.is_file():
-        return -1, None, f"without its stamp ({stamp.name} missing)"
+        state = "not a file" if stamp.exists() else "missing"
+        return -1, None, f"without its stamp ({stamp.name} {state})"
     try:
         tokens = stamp.read_text(encoding="ascii").split()
         value = int(tokens[0])
