@@ -201,7 +201,8 @@ class IndexStore:
         """Open an existing index; IndexNotFoundError if there is none at `path`,
         IndexDamagedError if its database is damaged, IndexMismatchError if a newer ragchat
         made it. A missing or damaged manifest is rewritten from the database."""
-        if not is_index(path):
+        if not is_index(path) or not _started(path):
+            # (a marker alone: an ingest is creating the index, or died doing so)
             raise IndexNotFoundError(
                 f"no index at {path}. Create one with `ragchat ingest FILE.pdf --index "
                 f"{path.name}`, or see `ragchat list`."
@@ -271,7 +272,7 @@ class IndexStore:
         with _open_lock_file(path) as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                if is_index(path):
+                if is_index(path) and _started(path):
                     return cls.open(path), False
                 return cls.create(path, config), True
             finally:
@@ -945,6 +946,11 @@ def is_index(path: Path) -> bool:
         return row is not None and "embedder" in json.loads(row[0])
     except (sqlite3.Error, ValueError, TypeError):
         return False
+
+
+def _started(path: Path) -> bool:
+    """Whether creation got past the marker (a database or a manifest exists)."""
+    return (path / DATABASE).exists() or (path / MANIFEST).exists()
 
 
 def _refuse_foreign(path: Path) -> None:
