@@ -169,3 +169,12 @@ def test_image_only_files_of_the_bench(bench_dir: Path, name: str) -> None:
 
 def test_check_ocr_passes_here() -> None:
     check_ocr("eng")
+
+
+@pytest.mark.slow
+def test_ocr_of_another_script_is_dropped_not_indexed(bench_dir: Path) -> None:
+    # Arabic calligraphy with a garbled text layer: English OCR reads junk letters with a
+    # mean confidence of ~37, which must not be indexed as text.
+    with pytest.raises(PdfError, match=r"unreliable \(mean word confidence \d+ < 50") as info:
+        extract_document_inprocess(bench_dir / "pdfs-odd" / "pdfjs__ThuluthFeatures.pdf", ocr=True)
+    assert info.value.status == "skipped"

@@ -673,7 +673,7 @@ def _with_ocr(
     why: str | None,
 ) -> Document:
     """`document` (None: no usable text layer) with its pages without text read by OCR."""
-    from ragchat.ingest.ocr import OcrUnavailableError, check_ocr, ocr_pages
+    from ragchat.ingest.ocr import MIN_CONFIDENCE, OcrUnavailableError, check_ocr, ocr_pages
 
     try:
         check_ocr(language)
@@ -691,22 +691,31 @@ def _with_ocr(
         total = len(pdf)
         have = {p.number: p.text for p in document.pages} if document else {}
         todo = [n for n in range(1, total + 1) if n not in have]
-        found = ocr_pages(pdf, todo, language=language, on_page=on_page)
+        result = ocr_pages(pdf, todo, language=language, on_page=on_page)
     finally:
         pdf.close()
-    numbers = sorted(found)
-    cleaned, _ = normalise_pages([found[n] for n in numbers])
+    numbers = sorted(result.texts)
+    cleaned, _ = normalise_pages([result.texts[n] for n in numbers])
     texts = dict(have)
     texts.update((n, t) for n, t in zip(numbers, cleaned, strict=True) if t.strip())
+    doubt = ""
+    if result.unreliable:
+        worst = max(result.unreliable.values())
+        doubt = (
+            f"OCR text of {len(result.unreliable)} pages dropped as unreliable (mean word "
+            f"confidence {worst:.0f} < {MIN_CONFIDENCE:.0f}: another script or language? "
+            f"see --ocr-language)"
+        )
     if len(texts) == len(have):
         if document is not None:
-            return document
-        raise PdfError(f"{path.name}: no text, and OCR found none either", status="skipped")
+            return replace(document, warnings=(*document.warnings, doubt)) if doubt else document
+        found = doubt or "OCR found none either"
+        raise PdfError(f"{path.name}: no text, and {found}", status="skipped")
     pages = tuple(Page(n, texts[n]) for n in sorted(texts))
     extractor = f"{document.extractor}+ocr" if document else "ocr"
     notes = (*document.warnings,) if document else ()
     note = f"OCR read {len(texts) - len(have)} of {len(todo)} pages without text"
-    return Document(path, pages, total, extractor, (*notes, note))
+    return Document(path, pages, total, extractor, (*notes, note, *([doubt] if doubt else [])))
 
 
 def _extract_text_layer(
