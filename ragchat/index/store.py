@@ -958,16 +958,25 @@ def _refuse_foreign(path: Path) -> None:
     holds anything (`--index .` or `--index ~` must never turn a folder into an index)."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{path} is a file, not an index folder")
-    if (
-        path.is_dir()
-        and not is_index(path)
-        and any(entry.name != LOCK_FILE for entry in path.iterdir())
-    ):
+    if path.is_dir() and not is_index(path) and any(not _harmless(e.name) for e in path.iterdir()):
         raise UsageError(
             f"{path} is a folder that ragchat did not make (no {MARKER} in it) and it is "
             "not empty: refusing to turn it into an index. Give a new or empty folder, "
             "or an index name (--index NAME)."
         )
+
+
+def _tmp_of(name: str) -> str | None:
+    """The file a temporary file ".NAME.PID.tmp" (an atomic write under way) stands for."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        return name[1:].rsplit(".", 2)[0]
+    return None
+
+
+def _harmless(name: str) -> bool:
+    """Entries that do not make a folder someone else's: the lock, and the marker (or its
+    temporary file) of a creation under way in another process."""
+    return name in (LOCK_FILE, MARKER) or _tmp_of(name) == MARKER
 
 
 def _write_marker(path: Path) -> None:
@@ -1104,9 +1113,7 @@ def delete_index(path: Path) -> list[str]:
         own = set(_OWN_FILES)
         left = []
         for entry in sorted(path.iterdir()):
-            # temporary files of an interrupted write: ".NAME.PID.tmp"
-            stem = entry.name[1:].rsplit(".", 2)[0] if entry.name.endswith(".tmp") else None
-            if entry.name in own or stem in own:
+            if entry.name in own or _tmp_of(entry.name) in own:
                 if entry.name == LOCK_FILE:
                     continue
                 if entry.is_dir() and not entry.is_symlink():
