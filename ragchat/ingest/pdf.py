@@ -90,6 +90,18 @@ _LIGATURES = {
 
 
 _TRANSLATE: dict[int, str | None] = {ord(k): v for k, v in _LIGATURES.items()}
+for _cp in [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]:
+    _mapped = unicodedata.normalize("NFKC", chr(_cp))
+    if _mapped != chr(_cp):
+        _TRANSLATE[_cp] = _mapped
+# Unicode spaces become plain spaces; zero-width characters and BOMs disappear.
+for _cp in [0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000, 0x09]:
+    _TRANSLATE[_cp] = " "
+for _cp in [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]:
+    _TRANSLATE[_cp] = None
+# C0/C1 control characters other than \n (and the hyphen markers handled first).
+for _cp in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]:
+    _TRANSLATE.setdefault(_cp, None)
 
 
 _SPACES = re.compile(r" {2,}")
