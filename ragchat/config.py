@@ -50,6 +50,9 @@ class Settings:
     trust_remote_code: bool = False
     threads: int = 0  # 0 = torch default
     debug: bool = False
+    # what runs the default embedder: auto (ONNX Runtime where measured faster) | torch |
+    # onnx | onnx-int8 (its own vector family: never mixed with float32 vectors)
+    embedder_runtime: str = "auto"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

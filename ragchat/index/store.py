@@ -110,6 +110,9 @@ class IndexConfig:
     chunk_tokens: int
     chunk_overlap: int
     format_version: int = FORMAT_VERSION
+    # what computed the vectors (torch | onnx | onnx-int8); manifests from before it was
+    # recorded were all made by torch. See retrieval/onnxembed.vector_family.
+    embedder_runtime: str = "torch"
 
 
 @dataclass(frozen=True)

