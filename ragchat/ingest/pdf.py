@@ -609,6 +609,88 @@ def _doc_chars(texts: list[str]) -> int:
     return sum(len(t) - t.count(" ") - t.count("\n") for t in texts)
 
 
+# Extractor order by measured cost: when pypdf takes over PROBE_SLOW_S per page on the first
+# PROBE_PAGES pages and over PROBE_FACTOR times PDFium's time (opening not counted), PDFium
+# goes first, unless its text of those pages is worse (under PROBE_MIN_SHARE of pypdf's
+# characters, or garbage where pypdf's is clean). Measured (bench/ingest_speed.py
+# --probe, docs/extraction.md): pypdf / PDFium per page is 8-15x on CJK (ja-public) and
+# on the long manuals (pdfs-long), 3-7x on plain English articles (qa-public), which keep
+# pypdf's text.
+PROBE_PAGES = 3
+
+
+PROBE_SLOW_S = 0.02
+
+
+PROBE_FACTOR = 8.0
+
+
+PROBE_MIN_SHARE = 0.9
+
+
+def _probe_pypdf(path: Path, password: str | None) -> tuple[list[str], float]:
+    import pypdf
+
+    reader = pypdf.PdfReader(path, strict=False)
+    if reader.is_encrypted and not reader.decrypt(""):
+        reader.decrypt(password or "")
+    count = min(PROBE_PAGES, len(reader.pages))
+    t0 = time.perf_counter()
+    texts = [_pypdf_page_text(reader.pages[i]) for i in range(count)]
+    return texts, time.perf_counter() - t0
+
+
+def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError:
+        doc = pdfium.PdfDocument(str(path), password=password)
+    try:
+        t0 = time.perf_counter()
+        texts = []
+        for i in range(min(PROBE_PAGES, len(doc))):
+            page = doc[i]
+            textpage = page.get_textpage()
+            texts.append(_pdfium_page_text(textpage))
+            textpage.close()
+            page.close()
+        return texts, time.perf_counter() - t0
+    finally:
+        doc.close()
+
+
+def probe_costs(path: Path, password: str | None = None) -> dict[str, tuple[list[str], float]]:
+    """{extractor: (texts of the first PROBE_PAGES pages, seconds per page)}, opening the
+    file not counted (it is paid once per file, pages are paid per page)."""
+    out = {}
+    for name, probe in (("pypdf", _probe_pypdf), ("pdfium", _probe_pdfium)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            texts, seconds = probe(path, password)
+        out[name] = (texts, seconds / max(1, len(texts)))
+    return out
+
+
+def _cheaper_first(path: Path, password: str | None) -> list[str]:
+    """["pdfium", "pypdf"] when pypdf is measured slow on the first pages of `path` and
+    PDFium's text of them is as good; else ["pypdf", "pdfium"]. Any failure while probing
+    keeps pypdf first (the extraction loop then reports or falls back as usual)."""
+    try:
+        costs = probe_costs(path, password)
+    except Exception:  # the real extraction reports what is wrong with the file
+        return ["pypdf", "pdfium"]
+    (pypdf_texts, pypdf_s), (pdfium_texts, pdfium_s) = costs["pypdf"], costs["pdfium"]
+    slow = pypdf_s > PROBE_SLOW_S and pypdf_s > PROBE_FACTOR * pdfium_s
+    pypdf_text, pdfium_text = "\n".join(pypdf_texts), "\n".join(pdfium_texts)
+    as_good = _doc_chars([pdfium_text]) >= PROBE_MIN_SHARE * _doc_chars([pypdf_text]) and (
+        text_problem(pdfium_text, SHORT_TEXT_CHARS) is None
+        or text_problem(pypdf_text, SHORT_TEXT_CHARS) is not None
+    )
+    return ["pdfium", "pypdf"] if slow and as_good else ["pypdf", "pdfium"]
+
+
 def extract_document_inprocess(
     path: Path,
     *,
@@ -621,12 +703,17 @@ def extract_document_inprocess(
 
     `primary` is the first extractor ("pypdf" or "pdfium"); with `fallback` the other one
     is tried when the first cannot open the file, gives almost no text or garbage, or
-    leaves over 20% of pages empty that the other can fill.
+    leaves over 20% of pages empty that the other can fill. With pypdf first and the
+    fallback allowed, PDFium goes first instead on files where pypdf is measured slow on
+    the first pages and PDFium's text of them is as good (`_cheaper_first`).
     Raises PdfError("skipped"/"failed").
     """
     path = Path(path)
     _check_pdf_header(path)
     order = [primary] + ([name for name in _READERS if name != primary] if fallback else [])
+    if order == ["pypdf", "pdfium"]:
+        order = _cheaper_first(path, password)
+        primary = order[0]
 
     failures: list[_ExtractorError] = []
     candidates: list[tuple[_RawText, str | None]] = []
