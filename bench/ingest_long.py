@@ -2,6 +2,8 @@
 
     python bench/ingest_long.py                      # all 11 manuals (5,510 pages)
     python bench/ingest_long.py --files R-intro.pdf R-exts.pdf
+    python bench/ingest_long.py --files ... --embedder-runtime torch --threads 1
+    python bench/ingest_long.py --probe ../shared/bench/{ja-public/docs,qa-public/docs,pdfs-long}
 
 Prints, in one run:
   1. full `ragchat ingest` (library call, fresh index): wall time, pages/s, chunks/s,
@@ -9,12 +11,17 @@ Prints, in one run:
   2. extraction alone (the same extractor, same worker, no embedding);
   3. the bare embedder alone on exactly the chunks the ingest stored (same model, dtype,
      batch size and threads): the floor ingest can approach;
-and the ratios ingest / bare embedder and extraction / ingest.
+and the ratios ingest / bare embedder and extraction / ingest, with the load average.
+
+--probe DIR...: per file, what the extractor choice measures (pypdf and PDFium seconds per
+page on the first pages, their ratio, PDFium's share of pypdf's characters) and the order
+ragchat picks (ragchat/ingest/pdf.py `_cheaper_first`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -37,7 +44,12 @@ def main() -> int:
     parser.add_argument("--files", nargs="*", help="file names inside --bench (default all)")
     parser.add_argument("--extractor", default="pypdf", choices=("pypdf", "pdfium"))
     parser.add_argument("--skip-extract-only", action="store_true")
+    parser.add_argument("--embedder-runtime", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="embedder intra-op threads")
+    parser.add_argument("--probe", nargs="+", type=Path, help="folders: extractor probe table")
     args = parser.parse_args()
+    if args.probe:
+        return probe_table(args.probe)
     if not args.bench.is_dir():
         print(f"no benchmark material at {args.bench}", file=sys.stderr)
         return 2
@@ -46,7 +58,10 @@ def main() -> int:
     from ragchat.config import load_settings
     from ragchat.hub import configure_hub
 
-    settings = load_settings({"extractor": args.extractor})
+    settings = load_settings(
+        {"extractor": args.extractor, "embedder_runtime": args.embedder_runtime}
+    ).replace(threads=args.threads)
+    print(f"load average at start: {os.getloadavg()}")
     configure_hub(False)
     from ragchat.index.store import IndexStore
     from ragchat.ingest.pdf import extract_document
@@ -89,6 +104,7 @@ def main() -> int:
         from ragchat.retrieval.embedders import load_embedder
 
         embedder = load_embedder(settings.embedder, settings)
+        print(f"    embedder runtime {embedder.runtime}, threads {settings.threads or 'default'}")
         embedder.embed(texts[:64], kind="passage", batch_size=settings.embed_batch_size)  # warm
         t0 = time.perf_counter()
         embedder.embed(texts, kind="passage", batch_size=settings.embed_batch_size)
@@ -98,7 +114,8 @@ def main() -> int:
             f"({len(texts) / embed_s:.1f} chunks/s)"
         )
 
-    print("\nside by side")
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("side by side")
     print(f"  ingest / bare embedder   {ingest_s / embed_s:.2f}x   (goal <= 1.10x)")
     if extract_s:
         print(f"  extraction alone / ingest  {extract_s / ingest_s:.2f}")
@@ -106,6 +123,28 @@ def main() -> int:
             f"  extraction + embedding if run one after the other: {extract_s + embed_s:.1f} s"
             f" vs ingest {ingest_s:.1f} s"
         )
+    return 0
+
+
+def probe_table(folders: list[Path]) -> int:
+    import logging
+
+    from ragchat.ingest.pdf import _cheaper_first, _doc_chars, probe_costs
+
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+    print(f"load average: {os.getloadavg()}")
+    print("| file | pypdf ms/page | PDFium ms/page | ratio | PDFium chars / pypdf | first |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for folder in folders:
+        for f in sorted(folder.glob("*.pdf")):
+            costs = probe_costs(f)
+            (a_texts, a), (b_texts, b) = costs["pypdf"], costs["pdfium"]
+            share = _doc_chars(b_texts) / max(1, _doc_chars(a_texts))
+            first = _cheaper_first(f, None)[0]
+            print(
+                f"| {folder.name}/{f.name} | {a * 1000:.1f} | {b * 1000:.1f} | "
+                f"{a / max(b, 1e-9):.1f} | {share:.2f} | {first} |"
+            )
     return 0
 
 

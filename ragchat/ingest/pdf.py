@@ -612,7 +612,7 @@ def _doc_chars(texts: list[str]) -> int:
 # Extractor order by measured cost: when pypdf takes over PROBE_SLOW_S per page on the first
 # PROBE_PAGES pages and over PROBE_FACTOR times PDFium's time (opening not counted), PDFium
 # goes first, unless its text of those pages is worse (under PROBE_MIN_SHARE of pypdf's
-# characters, or garbage where pypdf's is clean). Measured (bench/ingest_speed.py
+# characters, or garbage where pypdf's is clean). Measured (bench/ingest_long.py
 # --probe, docs/extraction.md): pypdf / PDFium per page is 8-15x on CJK (ja-public) and
 # on the long manuals (pdfs-long), 3-7x on plain English articles (qa-public), which keep
 # pypdf's text.

@@ -15,12 +15,17 @@ Three kinds, picked by the spec string (`load_embedder`):
 
 Transformer + pooling folders (MiniLM and most sentence-transformers models) run on
 transformers directly: importing sentence_transformers costs seconds at every start.
+MiniLM can also run on ONNX Runtime (`OnnxSentenceEmbedder`; export and the runtime
+choice in onnxembed.py): `Settings.embedder_runtime` auto | torch | onnx | onnx-int8.
 Folders with other modules (Dense layers, …) go through sentence_transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -231,7 +236,7 @@ def _load_minilm(
         # A forced torch dtype means torch; otherwise measure (once) which is faster here.
         if dtype == "auto" and onnxembed.onnxruntime_available():
             try:
-                runtime = onnxembed.measured_choice(settings, folder, MINILM_SHA256)
+                runtime = _measured_runtime(settings, folder, MINILM_SHA256)
             except (ModelUnavailableError, OSError, ImportError):
                 runtime = "torch"  # no exporter (onnx package) or no writable cache
     if runtime == "torch":
@@ -239,7 +244,7 @@ def _load_minilm(
     model_file = onnxembed.ensure_exported(
         folder, settings, MINILM_SHA256, int8=runtime == "onnx-int8"
     )
-    return onnxembed.OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime=runtime)
+    return OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime=runtime)
 
 
 def _sentence_transformer_folder(target: str, settings: Settings) -> tuple[Path, str]:
@@ -392,6 +397,140 @@ class SentenceEmbedder:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         return None
+
+
+class OnnxSentenceEmbedder:
+    """A Transformer + mean Pooling sentence-transformers folder (MiniLM) on ONNX Runtime;
+    the same interface and the same float32 vectors as `SentenceEmbedder`."""
+
+    needs_fit = False
+
+    def __init__(
+        self,
+        folder: Path,
+        embedder_id: str,
+        settings: Settings,
+        model_file: Path,
+        *,
+        runtime: str,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.id = embedder_id
+        self.folder = folder
+        self.runtime = runtime
+        st_config = _read_json(folder / "sentence_bert_config.json")
+        model_config = _read_json(folder / "config.json")
+        self.max_seq_length = int(st_config.get("max_seq_length") or 256)
+        self.dim = int(model_config["hidden_size"])
+        try:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises its own Exception type
+            raise ModelUnavailableError(f"cannot load {folder / 'tokenizer.json'}: {exc}") from exc
+        self._offsets = Tokenizer.from_str(tokenizer.to_str())
+        self._offsets.no_truncation()
+        self._offsets.no_padding()
+        tokenizer.enable_truncation(self.max_seq_length)
+        pad_id = int(model_config.get("pad_token_id") or 0)
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "")
+        self._tokenizer = tokenizer
+        special = len(tokenizer.encode("", add_special_tokens=True).ids)
+        self.max_tokens = self.max_seq_length - special
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if settings.threads > 0:
+            options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        # Worker threads that spin between batches take CPU from the extraction worker.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(
+                str(model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelUnavailableError(
+                f"cannot load the ONNX embedder {model_file}: {exc}; delete it to re-export, "
+                "or use --embedder-runtime torch"
+            ) from exc
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the model's tokens in `text`, no specials."""
+        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: str,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for batch in _length_batches(texts, batch_size):
+            encodings = self._tokenizer.encode_batch([texts[i] for i in batch])
+            ids = np.array([e.ids for e in encodings], dtype=np.int64)  # (batch, seq)
+            mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._inputs:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            hidden = self._session.run(None, feeds)[0]  # (batch, seq, dim) float32
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+            out[batch] = _normalise(pooled)
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+        return out
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+
+def _measured_runtime(settings: Settings, folder: Path, weights_sha256: str) -> str:
+    """Which of "onnx" and "torch" embedded the same texts faster here (measured once per
+    machine key, onnxembed.machine_key, and remembered in the cache)."""
+    from ragchat.retrieval import onnxembed
+
+    record_file = settings.cache_dir / "onnx" / "runtime-choice.json"
+    key = onnxembed.machine_key()
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        if record.get("key") == key and record.get("choice") in ("onnx", "torch"):
+            return str(record["choice"])
+    model_file = onnxembed.ensure_exported(folder, settings, weights_sha256, int8=False)
+    onnx = OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime="onnx")
+    torch_embedder = SentenceEmbedder(folder, "minilm", settings, dtype="auto")
+    texts = onnxembed.timing_texts(folder)
+    best = {"onnx": float("inf"), "torch": float("inf")}
+    for _ in range(2):  # interleaved, best of two: a burst of load hits both sides alike
+        for name, embedder in (("onnx", onnx), ("torch", torch_embedder)):
+            t0 = time.perf_counter()
+            embedder.embed(texts, kind="passage", batch_size=16)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    choice = "onnx" if best["onnx"] < best["torch"] else "torch"
+    record = {
+        "key": key,
+        "choice": choice,
+        "seconds": {k: round(v, 3) for k, v in best.items()},
+        "texts": len(texts),
+        "torch_dtype": str(torch_embedder.dtype),
+        "measured_at": time.time(),
+    }
+    with contextlib.suppress(OSError):
+        tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(tmp, record_file)
+    return choice
 
 
 def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
