@@ -40,6 +40,12 @@ turns, `--rounds` times; then per runtime: passage hit@1/@5/MRR (hybrid and dens
 `ragchat eval --retrieval-only` prints) and the cosine of every chunk vector to the same
 chunk's vector from the first runtime (chunk texts are checked to be identical). Printed
 with the load average before and after.
+
+    nice -n 10 python bench/embedders.py --runtimes torch,onnx,onnx-int8 --embed-speed 128 \
+        --threads 1,2 --rounds 3
+
+The bare embedder alone, per runtime and intra-op thread count, on the same chunks of the
+index the side by side built, interleaved, best of --rounds.
 """
 
 from __future__ import annotations
@@ -485,6 +491,41 @@ def runtimes_side_by_side(runtimes: list[str], rounds: int, settings: Settings) 
     (root / "results.json").write_text(json.dumps(rows, indent=1))
 
 
+def embed_speed(
+    runtimes: list[str], threads: list[int], n: int, rounds: int, settings: Settings
+) -> None:
+    """The bare embedder per runtime and thread count on the same n qa-public chunks (from
+    /tmp/ragchat-runtimes/<first runtime>), interleaved, best of `rounds`: the ratio the
+    ingest side by side cannot isolate."""
+    from ragchat.retrieval.embedders import load_embedder
+
+    with IndexStore.open(Path("/tmp/ragchat-runtimes") / runtimes[0]) as store:
+        _, texts = store.iter_chunk_texts()
+    texts = texts[:: max(1, len(texts) // n)][:n]
+    embedders = {
+        (rt, t): load_embedder("minilm", settings.replace(threads=t), runtime=rt)
+        for rt in runtimes
+        for t in threads
+    }
+    print(f"load average before: {os.getloadavg()}; {len(texts)} chunks, batch 32")
+    best = dict.fromkeys(embedders, float("inf"))
+    for _ in range(rounds):
+        for key, embedder in embedders.items():
+            embedder.embed(texts[:8], kind="passage")  # warm
+            started = time.perf_counter()
+            embedder.embed(texts, kind="passage", batch_size=32)
+            best[key] = min(best[key], time.perf_counter() - started)
+    ref = best[(runtimes[0], threads[0])]
+    print(f"| runtime | threads | best of {rounds} | chunks/s | speed-up vs first |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (rt, t), seconds in best.items():
+        print(
+            f"| {rt} | {t or 'default'} | {seconds:.1f} s | {len(texts) / seconds:.1f} | "
+            f"{ref / seconds:.2f}x |"
+        )
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", default=DEFAULT_EMBEDDERS, help="comma-separated specs")
@@ -498,9 +539,20 @@ def main() -> None:
         "--runtimes", help="e.g. torch,onnx,onnx-int8: ingest speed and quality side by side"
     )
     parser.add_argument("--rounds", type=int, default=1, help="with --runtimes")
+    parser.add_argument(
+        "--embed-speed",
+        type=int,
+        metavar="N",
+        help="with --runtimes: only the bare embedder per runtime on N chunks of the index",
+    )
+    parser.add_argument("--threads", default="0", help="with --embed-speed, e.g. 1,2")
     args = parser.parse_args()
     settings = load_settings()
     configure_hub(settings.allow_download)
+    if args.runtimes and args.embed_speed:
+        threads = [int(t) for t in args.threads.split(",")]
+        embed_speed(args.runtimes.split(","), threads, args.embed_speed, args.rounds, settings)
+        return
     if args.runtimes:
         runtimes_side_by_side(args.runtimes.split(","), args.rounds, settings)
         return
