@@ -310,6 +310,10 @@ class SentenceEmbedder:
         self.folder = folder
         self._device = _device(settings)
         self.dtype = _torch_dtype(dtype, self._device)
+        if settings.threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.threads)  # process-wide, as generation/hf.py does
         st_config = _read_json(folder / "sentence_bert_config.json")
         modules = _read_json(folder / "modules.json")
         pooling_dir = next(
