@@ -511,6 +511,10 @@ def embed_speed(
     best = dict.fromkeys(embedders, float("inf"))
     for _ in range(rounds):
         for key, embedder in embedders.items():
+            if key[0] == "torch":  # torch's thread count is process-wide: set it each time
+                import torch
+
+                torch.set_num_threads(key[1] or os.cpu_count() or 1)
             embedder.embed(texts[:8], kind="passage")  # warm
             started = time.perf_counter()
             embedder.embed(texts, kind="passage", batch_size=32)
