@@ -22,11 +22,11 @@ mean |approx top-10 ∩ flat top-10| / 10. Build = add (and train) time. FAISS r
 default OpenMP thread count unless --faiss-threads says otherwise; the figure is printed.
 
 ragchat's own index (`ragchat.index.store.build_vector_index`, what the FAISS cache is
-built with): flat below IVF_THRESHOLD chunks, IVF with ~sqrt(N) cells trained on the vectors
-and nprobe tuned at build time to recall@10 0.99 on query-like vectors, above it; here
-forced to IVF at every size with `--storages float32 float16 int8` (the per-component
-storage). RAM = growth of this process's resident memory while the index is built and
-held (the input vectors excluded), and the index's size written to disk.
+built with): flat below IVF_THRESHOLD chunks, above it IVF with ~2·sqrt(N) cells trained
+on the vectors and nprobe set at build time (twice what reaches recall@10 0.99 on
+query-like vectors); here forced to IVF at every size with `--storages float32 float16
+int8` (the per-component storage). RAM = growth of this process's resident memory while
+the index is built and held (the input vectors excluded), and the index's size on disk.
 
     python bench/retrieval_latency.py --sizes 1000000 --only ragchat --faiss-threads 1 \
         --index /tmp/ragchat-runtimes/onnx

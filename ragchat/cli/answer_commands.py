@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragchat.cli.common import add_common_options
+from ragchat.cli.common import add_common_options, add_retrieval_options
 from ragchat.cli.render import answer_json, timing_line
 from ragchat.errors import RagchatError, UsageError
 
@@ -62,6 +62,11 @@ def register(sub: Any) -> None:
     p.add_argument("questions", nargs="+", type=Path, metavar="QUESTIONS.jsonl")
     p.add_argument("--docs", type=Path, help="ingest this folder into the index first")
     p.add_argument("--retrieval-only", action="store_true", help="don't load the model")
+    p.add_argument(
+        "--off-topic",
+        action="store_true",
+        help="the questions are about something the index does not hold: score abstention",
+    )
     p.add_argument("--limit", type=int, help="use the first N questions of each file")
     p.add_argument("--report", type=Path, help="write one JSON line per question here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -93,16 +98,10 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         "-m",
-        help="preset (qwen0.5b default, smollm2, qwen1.5b, phi-2), a model folder, a "
+        help="preset (qwen1.5b default, qwen0.5b fast, smollm2, phi-2), a model folder, a "
         ".gguf file, or a hub id with --allow-download",
     )
-    p.add_argument("-k", type=int, help="passages to retrieve (default 5)")
-    p.add_argument(
-        "--method",
-        dest="retrieval",
-        choices=("hybrid", "dense", "bm25"),
-        help="retrieval method (default hybrid)",
-    )
+    add_retrieval_options(p, k_help="passages to retrieve (default 5)")
     p.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
     p.add_argument(
         "--backend",
@@ -146,9 +145,9 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.answer.qa import answer
+    from ragchat.answer.citations import page_label
+    from ragchat.answer.qa import answer, policy_for
     from ragchat.cli.common import emit_json, index_path, stdin_lines
-    from ragchat.cli.render import page_label
     from ragchat.retrieval.retriever import open_retriever
 
     k = args.k or settings.k
@@ -156,6 +155,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     generator = load_model(settings, quiet=False)
     load_s = time.perf_counter() - started
+    policy = policy_for(settings, generator)
     questions = stdin_lines() if args.question == "-" else [args.question]
     status = 0
     for question in questions:
@@ -168,6 +168,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                     k=k,
                     max_new_tokens=settings.max_new_tokens,
                     load_s=load_s,
+                    policy=policy,
                 )
                 emit_json(answer_json(result))
             else:
@@ -179,6 +180,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                     max_new_tokens=settings.max_new_tokens,
                     load_s=load_s,
                     on_text=_print_piece,
+                    policy=policy,
                 )
                 print(flush=True)
                 if result.abstained and result.passages:
@@ -189,7 +191,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                 if args.show_passages:
                     for i, p in enumerate(result.passages, 1):
                         text = " ".join(p.text.split())[:300]
-                        print(f"  [{i}] {p.doc} {page_label(p)} ({p.score:.3f}) {text}")
+                        label = page_label(p.page, p.page_end)
+                        print(f"  [{i}] {p.doc} {label} ({p.score:.3f}) {text}")
                 print(
                     f"\x1b[2m{timing_line(result)}\x1b[0m"
                     if sys.stderr.isatty()
@@ -245,6 +248,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.answer.qa import policy_for
     from ragchat.cli.common import emit_json, index_path
     from ragchat.cli.render import IngestBars, print_report
     from ragchat.eval.metrics import load_questions
@@ -254,7 +258,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     questions = []
     for path in args.questions:
         try:
-            loaded = load_questions(path)
+            loaded = load_questions(path, off_topic=args.off_topic)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read questions from {path}: {exc}") from exc
         questions += loaded[: args.limit] if args.limit else loaded
@@ -281,6 +285,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         k=args.k or settings.k,
         max_new_tokens=settings.max_new_tokens,
         on_question=(lambda done, total: bar.update(1)) if bar else None,
+        policy=None if generator is None else policy_for(settings, generator),
     )
     if bar is not None:
         bar.close()
@@ -302,18 +307,27 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(summary)
         return 0
     r = report.retrieval
-    print(
-        f"retrieval ({settings.retrieval}, {r['n']} answerable questions): "
-        f"hit@1 {r['hit@1']:.3f}  hit@5 {r['hit@5']:.3f}  MRR {r['mrr']:.3f}"
-    )
+    if r["n"]:
+        print(
+            f"retrieval ({settings.retrieval}, {r['n']} questions with a gold page): "
+            f"hit@1 {r['hit@1']:.3f}  hit@5 {r['hit@5']:.3f}  MRR {r['mrr']:.3f}"
+        )
     if report.answers:
         a = report.answers
-        print(
-            f"answers ({settings.model}): EM {_f(a['em'])}  F1 {_f(a['f1'])}  contains "
-            f"{_f(a['contains'])}  answered {_f(a['answered'])}  mean words "
-            f"{_f(a['mean_words'], 1)}  abstained on unanswerable "
-            f"{_f(a['abstain_unanswerable'])} (n={a['n_unanswerable']})"
-        )
+        if a["n_answerable"]:
+            print(
+                f"answers ({settings.model}, n={a['n_answerable']}): EM {_f(a['em'])}  "
+                f"F1 {_f(a['f1'])}  contains {_f(a['contains'])}  ROUGE-L "
+                f"{_f(a['rouge_l'])}  char F1 {_f(a['char_f1'])}  answered "
+                f"{_f(a['answered'])}  mean words {_f(a['mean_words'], 1)}"
+            )
+        if a["n_unanswerable"]:
+            print(
+                f"abstained on unanswerable: {_f(a['abstain_unanswerable'])} "
+                f"(n={a['n_unanswerable']})"
+            )
+        if a["n_off_topic"]:
+            print(f"abstained on off-topic: {_f(a['abstain_off_topic'])} (n={a['n_off_topic']})")
     for name, lat in report.latency.items():
         print(f"latency {name}: p50 {lat['p50']:.3f}s  p95 {lat['p95']:.3f}s")
     return 0

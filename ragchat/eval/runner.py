@@ -12,14 +12,17 @@ from ragchat.answer.citations import strip_citations
 from ragchat.eval.metrics import (
     Question,
     answer_metrics,
+    char_f1,
     contains,
     first_hit_rank,
     latency_percentiles,
     retrieval_metrics,
+    rouge_l,
     token_f1,
 )
 
 if TYPE_CHECKING:
+    from ragchat.answer.qa import AnswerPolicy
     from ragchat.generation.base import Generator
     from ragchat.retrieval.retriever import Retriever
 
@@ -54,6 +57,7 @@ def run_eval(
     k: int = 5,
     max_new_tokens: int = 160,
     on_question: Callable[[int, int], None] | None = None,
+    policy: AnswerPolicy | None = None,
 ) -> EvalReport:
     """Retrieve for every question (and answer, when a generator is given) and score.
     Retrieval metrics use the top EVAL_K results; answers use the top `k` passages."""
@@ -71,11 +75,12 @@ def run_eval(
         passages = retriever.search(q.question, max(EVAL_K, k))
         retrieve_s.append(time.perf_counter() - t0)
         results.append(passages)
-        rank = first_hit_rank(q, passages) if q.answerable else None
+        rank = first_hit_rank(q, passages) if q.has_gold_page else None
         row: dict[str, Any] = {
             "id": q.id,
             "question": q.question,
             "answerable": q.answerable,
+            "off_topic": q.off_topic,
             "gold": {"doc": q.doc, "pages": list(q.pages), "answers": list(q.answers)},
             "hit_rank": rank,
             "top": [
@@ -84,18 +89,24 @@ def run_eval(
             ],
         }
         if generator is not None:
-            result = answer(q.question, retriever, generator, k=k, max_new_tokens=max_new_tokens)
+            result = answer(
+                q.question, retriever, generator, k=k, max_new_tokens=max_new_tokens, policy=policy
+            )
             prediction = strip_citations(result.text)
             predictions.append(prediction)
             abstained.append(result.abstained)
             answer_s.append(result.timings.total_s)
             if result.timings.first_token_s is not None:
                 first_token_s.append(result.timings.first_token_s)
+            scored = q.answerable and not q.off_topic
             row.update(
                 answer=prediction,
                 abstained=result.abstained,
-                f1=round(token_f1(prediction, q.answers), 3) if q.answerable else None,
-                contains=contains(prediction, q.answers) if q.answerable else None,
+                decided_by=result.decided_by,
+                f1=round(token_f1(prediction, q.answers), 3) if scored else None,
+                contains=contains(prediction, q.answers) if scored else None,
+                rouge_l=round(rouge_l(prediction, q.answers), 3) if scored else None,
+                char_f1=round(char_f1(prediction, q.answers), 3) if scored else None,
                 seconds=round(result.timings.total_s, 2),
                 tok_per_s=round(result.timings.tok_per_s, 1),
                 signals={k: round(v, 4) for k, v in result.signals.items()},
@@ -104,7 +115,7 @@ def run_eval(
         if on_question:
             on_question(i + 1, len(questions))
 
-    answerable = [(q, r) for q, r in zip(questions, results, strict=True) if q.answerable]
+    answerable = [(q, r) for q, r in zip(questions, results, strict=True) if q.has_gold_page]
     retrieval = retrieval_metrics([q for q, _ in answerable], [r for _, r in answerable])
     latency = {"retrieve_s": latency_percentiles(retrieve_s)} if retrieve_s else {}
     answers = None
