@@ -47,9 +47,17 @@ def main() -> int:
     parser.add_argument("--embedder-runtime", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="embedder intra-op threads")
     parser.add_argument("--probe", nargs="+", type=Path, help="folders: extractor probe table")
+    parser.add_argument(
+        "--extract-compare",
+        nargs="+",
+        type=Path,
+        help="folders: extraction alone, ragchat's per-file choice vs pypdf only, side by side",
+    )
     args = parser.parse_args()
     if args.probe:
         return probe_table(args.probe)
+    if args.extract_compare:
+        return extract_compare(args.extract_compare)
     if not args.bench.is_dir():
         print(f"no benchmark material at {args.bench}", file=sys.stderr)
         return 2
@@ -123,6 +131,35 @@ def main() -> int:
             f"  extraction + embedding if run one after the other: {extract_s + embed_s:.1f} s"
             f" vs ingest {ingest_s:.1f} s"
         )
+    return 0
+
+
+def extract_compare(folders: list[Path]) -> int:
+    """Extraction alone through the worker (extract_document), per file in turn: the default
+    (extractor chosen by measured cost) and pypdf only (fallback off, no probe)."""
+    from ragchat.ingest.pdf import extract_document
+
+    print(f"load average: {os.getloadavg()}")
+    for folder in folders:
+        files = sorted(folder.glob("*.pdf"))
+        seconds = {"chosen by cost": 0.0, "pypdf only": 0.0}
+        pages = 0
+        used: dict[str, int] = {}
+        for f in files:
+            for name, fallback in (("chosen by cost", True), ("pypdf only", False)):
+                t0 = time.perf_counter()
+                doc = extract_document(f, fallback=fallback)
+                seconds[name] += time.perf_counter() - t0
+                if fallback:
+                    pages += doc.page_count
+                    used[doc.extractor] = used.get(doc.extractor, 0) + 1
+        print(f"{folder}: {len(files)} files, {pages} pages; chosen: {used}")
+        for name, s in seconds.items():
+            print(f"  {name:<15} {s:6.1f} s  {pages / s:6.1f} pages/s")
+        print(
+            f"  ratio pypdf only / chosen: {seconds['pypdf only'] / seconds['chosen by cost']:.1f}x"
+        )
+    print(f"load average: {os.getloadavg()}")
     return 0
 
 
