@@ -13,9 +13,9 @@ Prints, in one run:
      batch size and threads): the floor ingest can approach;
 and the ratios ingest / bare embedder and extraction / ingest, with the load average.
 
---probe DIR...: per file, what the extractor choice measures (pypdf and PDFium seconds per
-page on the first pages, their ratio, PDFium's share of pypdf's characters) and the order
-ragchat picks (ragchat/ingest/pdf.py `_cheaper_first`).
+--probe DIR...: per file, what the extractor choice measures (CPU ms of pypdf's first page
+and PDFium's per page over the first 3, their ratio, PDFium's share of pypdf's characters
+on page 1) and the order ragchat picks (ragchat/ingest/pdf.py `_cheaper_first`).
 """
 
 from __future__ import annotations
@@ -166,18 +166,20 @@ def extract_compare(folders: list[Path]) -> int:
 def probe_table(folders: list[Path]) -> int:
     import logging
 
-    from ragchat.ingest.pdf import _cheaper_first, _doc_chars, probe_costs
+    from ragchat.ingest.pdf import _doc_chars, order_by_cost, probe_costs
 
     logging.getLogger("pypdf").setLevel(logging.CRITICAL)
     print(f"load average: {os.getloadavg()}")
-    print("| file | pypdf ms/page | PDFium ms/page | ratio | PDFium chars / pypdf | first |")
+    print(
+        "| file | pypdf CPU ms, page 1 | PDFium CPU ms/page | ratio | PDFium chars / pypdf | first |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for folder in folders:
         for f in sorted(folder.glob("*.pdf")):
             costs = probe_costs(f)
             (a_texts, a), (b_texts, b) = costs["pypdf"], costs["pdfium"]
-            share = _doc_chars(b_texts) / max(1, _doc_chars(a_texts))
-            first = _cheaper_first(f, None)[0]
+            share = _doc_chars(b_texts[:1]) / max(1, _doc_chars(a_texts))
+            first = order_by_cost(costs)[0]
             print(
                 f"| {folder.name}/{f.name} | {a * 1000:.1f} | {b * 1000:.1f} | "
                 f"{a / max(b, 1e-9):.1f} | {share:.2f} | {first} |"

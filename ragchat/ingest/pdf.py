@@ -616,13 +616,14 @@ def _doc_chars(texts: list[str]) -> int:
     return sum(len(t) - t.count(" ") - t.count("\n") for t in texts)
 
 
-# Extractor order by measured cost: when pypdf takes over PROBE_SLOW_S per page on the first
-# PROBE_PAGES pages and over PROBE_FACTOR times PDFium's time (opening not counted), PDFium
-# goes first, unless its text of those pages is worse (under PROBE_MIN_SHARE of pypdf's
-# characters, or garbage where pypdf's is clean). Measured (bench/ingest_long.py
-# --probe, docs/extraction.md): pypdf / PDFium per page is 8-15x on CJK (ja-public) and
-# on the long manuals (pdfs-long), 3-7x on plain English articles (qa-public), which keep
-# pypdf's text.
+# Extractor order by measured cost: PDFium reads the first PROBE_PAGES pages and pypdf the
+# first one, each timed in CPU seconds of this (worker) process, which the machine's load
+# barely moves. When pypdf's page costs over PROBE_SLOW_S and over PROBE_FACTOR times
+# PDFium's per-page cost, PDFium goes first, unless its text of that page is worse (under
+# PROBE_MIN_SHARE of pypdf's characters, or garbage where pypdf's is clean). One pypdf page
+# is all the probe adds where pypdf stays first. Measured (bench/ingest_long.py --probe,
+# docs/extraction.md): CJK files (ja-public) and the LaTeX/Texinfo manuals (pdfs-long) are
+# far above the factor, plain English articles (qa-public) below it and keep pypdf's text.
 PROBE_PAGES = 3
 
 
@@ -636,18 +637,21 @@ PROBE_MIN_SHARE = 0.9
 
 
 def _probe_pypdf(path: Path, password: str | None) -> tuple[list[str], float]:
+    """pypdf's text of the first page and the CPU seconds it took (opening not counted)."""
     import pypdf
 
     reader = pypdf.PdfReader(path, strict=False)
     if reader.is_encrypted and not reader.decrypt(""):
         reader.decrypt(password or "")
-    count = min(PROBE_PAGES, len(reader.pages))
-    t0 = time.perf_counter()
-    texts = [_pypdf_page_text(reader.pages[i]) for i in range(count)]
-    return texts, time.perf_counter() - t0
+    if not len(reader.pages):
+        return [], 0.0
+    t0 = time.process_time()
+    texts = [_pypdf_page_text(reader.pages[0])]
+    return texts, time.process_time() - t0
 
 
 def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
+    """PDFium's text of the first PROBE_PAGES pages and the CPU seconds they took."""
     import pypdfium2 as pdfium
 
     try:
@@ -655,7 +659,7 @@ def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
     except pdfium.PdfiumError:
         doc = pdfium.PdfDocument(str(path), password=password)
     try:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         texts = []
         for i in range(min(PROBE_PAGES, len(doc))):
             page = doc[i]
@@ -663,16 +667,16 @@ def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
             texts.append(_pdfium_page_text(textpage))
             textpage.close()
             page.close()
-        return texts, time.perf_counter() - t0
+        return texts, time.process_time() - t0
     finally:
         doc.close()
 
 
 def probe_costs(path: Path, password: str | None = None) -> dict[str, tuple[list[str], float]]:
-    """{extractor: (texts of the first PROBE_PAGES pages, seconds per page)}, opening the
-    file not counted (it is paid once per file, pages are paid per page)."""
+    """{extractor: (texts of the probed pages, CPU seconds per page)}: PDFium on the first
+    PROBE_PAGES pages, pypdf on the first page."""
     out = {}
-    for name, probe in (("pypdf", _probe_pypdf), ("pdfium", _probe_pdfium)):
+    for name, probe in (("pdfium", _probe_pdfium), ("pypdf", _probe_pypdf)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             texts, seconds = probe(path, password)
@@ -681,16 +685,23 @@ def probe_costs(path: Path, password: str | None = None) -> dict[str, tuple[list
 
 
 def _cheaper_first(path: Path, password: str | None) -> list[str]:
-    """["pdfium", "pypdf"] when pypdf is measured slow on the first pages of `path` and
-    PDFium's text of them is as good; else ["pypdf", "pdfium"]. Any failure while probing
+    """["pdfium", "pypdf"] when pypdf is measured slow on the first page of `path` and
+    PDFium's text of it is as good; else ["pypdf", "pdfium"]. Any failure while probing
     keeps pypdf first (the extraction loop then reports or falls back as usual)."""
     try:
         costs = probe_costs(path, password)
     except Exception:  # the real extraction reports what is wrong with the file
         return ["pypdf", "pdfium"]
+    return order_by_cost(costs)
+
+
+def order_by_cost(costs: dict[str, tuple[list[str], float]]) -> list[str]:
+    """The extractor order `probe_costs` results call for (see PROBE_FACTOR)."""
     (pypdf_texts, pypdf_s), (pdfium_texts, pdfium_s) = costs["pypdf"], costs["pdfium"]
+    if not pypdf_texts or not pdfium_texts:
+        return ["pypdf", "pdfium"]
     slow = pypdf_s > PROBE_SLOW_S and pypdf_s > PROBE_FACTOR * pdfium_s
-    pypdf_text, pdfium_text = "\n".join(pypdf_texts), "\n".join(pdfium_texts)
+    pypdf_text, pdfium_text = pypdf_texts[0], pdfium_texts[0]
     as_good = _doc_chars([pdfium_text]) >= PROBE_MIN_SHARE * _doc_chars([pypdf_text]) and (
         text_problem(pdfium_text, SHORT_TEXT_CHARS) is None
         or text_problem(pypdf_text, SHORT_TEXT_CHARS) is not None
