@@ -196,3 +196,21 @@ def test_an_explanation_gets_cited_sentences_streamed(retriever) -> None:
     assert "fifth" not in result.text
     assert "1–4 sentences" not in generator.prompts[-1]  # the explain instruction is used
     assert "one to four sentences" in generator.prompts[-1]
+
+
+def test_retrieval_evidence_separates_the_documents_topic_from_another(retriever) -> None:
+    """The retrieval-level signals behind the off-topic rule, on the real index."""
+    from ragchat.answer.abstention import coverage_signals
+
+    idf = retriever.store.lexical_index().idf
+    on, on_evidence = retriever.search_with_evidence("Who built the lighthouse?", 5)
+    off, off_evidence = retriever.search_with_evidence("What is the capital of France?", 5)
+    assert on_evidence["dense_top"] > off_evidence["dense_top"]
+    assert 0.0 <= off_evidence["agreement"] <= 1.0
+    on_cov = coverage_signals("Who built the lighthouse?", on, idf)
+    off_cov = coverage_signals("What is the capital of France?", off, idf)
+    assert on_cov["passage_coverage"] >= on_cov["coverage"] > 0.0
+    assert off_cov == {"coverage": 0.0, "passage_coverage": 0.0}
+    assert [p.chunk_id for p in on] == [
+        p.chunk_id for p in retriever.search("Who built the lighthouse?", 5)
+    ]
