@@ -74,6 +74,9 @@ class Settings:
     # (RAGCHAT_PASSWORD_FILE / RAGCHAT_PASSWORD keep them out of `ps`); never shown or stored
     password_file: str = ""
     password: str = field(default="", repr=False)
+    # what runs the default embedder: auto (ONNX Runtime where measured faster) | torch |
+    # onnx | onnx-int8 (its own vector family: never mixed with float32 vectors)
+    embedder_runtime: str = "auto"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -28,7 +28,9 @@ from ragchat.ingest.pipeline import ingest
 from ragchat.retrieval.retriever import open_retriever
 from ragchat.weights import PRESETS, packaged_files, preset_for
 
-BARS = Thresholds(min_coverage=0.0, no_answer=-1.0, verify=-0.5)
+BARS = Thresholds(
+    min_coverage=0.0, no_answer=-1.0, verify=-0.5, min_dense_top=0.3, min_passage_coverage=0.5
+)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,10 @@ BARS = Thresholds(min_coverage=0.0, no_answer=-1.0, verify=-0.5)
         ({"passages": 0}, "no_passages"),
         ({"passages": 3, "coverage": 0.0}, "coverage"),
         ({"passages": 3, "coverage": 0.4}, "answered"),  # before the model: nothing decides
+        ({"coverage": 0.2, "dense_top": 0.25, "passage_coverage": 0.3}, "off_topic"),
+        # far by cosine but naming what the question names: not off-topic
+        ({"coverage": 0.6, "dense_top": 0.25, "passage_coverage": 0.7}, "answered"),
+        ({"coverage": 0.2, "dense_top": 0.45, "passage_coverage": 0.3}, "answered"),
         ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -0.5}, "no_answer"),
@@ -55,6 +61,14 @@ def test_a_rule_that_is_off_never_fires() -> None:
     assert decide(signals, Thresholds(None, None, None)).rule == "answered"
     nan = float("nan")  # what the setting value "off" becomes
     assert decide(signals, Thresholds(nan, nan, nan)).rule == "answered"
+
+
+def test_the_dense_bar_is_the_embedders() -> None:
+    from ragchat.answer.abstention import DENSE_BARS, for_embedder
+
+    assert for_embedder(DEFAULT_THRESHOLDS, "minilm").min_dense_top == DENSE_BARS["minilm"]
+    assert for_embedder(DEFAULT_THRESHOLDS, "lm:/some/model").min_dense_top is None
+    assert for_embedder(Thresholds(min_dense_top=0.1), "minilm").min_dense_top == 0.1
 
 
 def test_thresholds_are_keyed_on_the_preset_and_settings_override_them() -> None:

@@ -162,12 +162,14 @@ class Thresholds:
     # near 0 ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27,
     # "What is the capital of France?" 0.0); no qa-public question scores 0 (lowest 0.27).
     min_coverage: float | None = 0.0
-    # Off-topic, from retrieval alone (calibrated with bench/offtopic.py): abstain when the
-    # best passage's cosine to the question is below `min_dense_top` (a bar of the
-    # embedder's, DENSE_BARS) or the best passage holds less than `min_passage_coverage`
-    # of the question's content terms (idf-weighted).
+    # Off-topic, from retrieval alone (calibrated with bench/offtopic.py, docs/answering.md):
+    # abstain when the best passage is both far from the question (cosine below
+    # `min_dense_top`, a bar of the embedder's, DENSE_BARS) and holds less than
+    # `min_passage_coverage` of the question's content terms (idf-weighted). Both must be
+    # weak: questions about a play, asked in the words of its plot summary, are often far
+    # from the script's lines by cosine but name its characters.
     min_dense_top: float | None = None
-    min_passage_coverage: float | None = None
+    min_passage_coverage: float | None = 0.5
     # Abstain when the no-answer score (`answer_signals`: mean log-prob of the ABSTAIN
     # sentence minus that of the model's own answer) exceeds this. The score's scale differs
     # between models, so each preset is calibrated on its own (PRESET_THRESHOLDS).
@@ -193,7 +195,7 @@ PRESET_THRESHOLDS: dict[str, Thresholds] = {
 DEFAULT_THRESHOLDS = PRESET_THRESHOLDS["qwen0.5b"]
 # A cosine is on its embedder's own scale: the off-topic bar on `dense_top` per embedder id
 # (as the index manifest records it). Another embedder gets no dense bar.
-DENSE_BARS: dict[str, float] = {}
+DENSE_BARS: dict[str, float] = {"minilm": 0.30}
 
 
 def thresholds_for(
@@ -251,7 +253,7 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     coverage = signals.get("coverage")
     if _at_most(coverage, thresholds.min_coverage):
         return Decision(True, "coverage")
-    if _below(signals.get("dense_top"), thresholds.min_dense_top) or _below(
+    if _below(signals.get("dense_top"), thresholds.min_dense_top) and _below(
         signals.get("passage_coverage"), thresholds.min_passage_coverage
     ):
         return Decision(True, "off_topic")

@@ -72,6 +72,12 @@ def add_chunking_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens")
     p.add_argument("--chunk-overlap", type=int, help="overlap between chunks in tokens")
+    p.add_argument(
+        "--embedder-runtime",
+        choices=("auto", "torch", "onnx", "onnx-int8"),
+        help="what runs minilm: auto (ONNX Runtime where measured faster; default), torch, "
+        "onnx, or onnx-int8 (faster, slightly different vectors; RAGCHAT_EMBEDDER_RUNTIME)",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
@@ -94,6 +100,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "ocr",
         "ocr_language",
         "password_file",
+        "embedder_runtime",
     )
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):

@@ -140,6 +140,9 @@ class IndexConfig:
     chunk_tokens: int
     chunk_overlap: int
     format_version: int = FORMAT_VERSION
+    # what computed the vectors (torch | onnx | onnx-int8); manifests from before it was
+    # recorded were all made by torch. See retrieval/onnxembed.vector_family.
+    embedder_runtime: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 class IndexStore:
     """An index folder. Readers may open it any time; writers hold `writing()`."""
+
+    # chunks from which the FAISS cache is an IVF index instead of flat (tests lower it)
+    ivf_threshold = None  # None = IVF_THRESHOLD
 
     def __init__(self, path: Path, db: sqlite3.Connection, config: IndexConfig) -> None:
         self.path = path
@@ -568,14 +574,10 @@ class IndexStore:
         return index
 
     def _build_faiss(self) -> faiss.Index:
-        """A FAISS index over every chunk vector in SQLite."""
-        import faiss
-
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.config.dim))
+        """A FAISS index over every chunk vector in SQLite: flat, or IVF from
+        `ivf_threshold` chunks on (`build_vector_index`)."""
         ids, vectors = self._all_vectors()
-        if len(ids):
-            index.add_with_ids(vectors, ids)
-        return index
+        return build_vector_index(ids, vectors, self.config.dim, self.ivf_threshold)
 
     def _load_faiss(self, file: Path, generation: int) -> tuple[faiss.Index | None, str | None]:
         """The FAISS file if it is sound and current; else (None, why it is damaged), or
@@ -724,6 +726,97 @@ class IndexStore:
         faiss.omp_set_num_threads(1)
         scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+
+# From this many chunks the FAISS cache is IVF (inverted lists over k-means cells, trained
+# on the stored vectors) instead of exact flat search. Flat search on one thread grows
+# linearly: ~6 ms at 100k chunks, ~60 ms at 1M; IVF stays at 1-3 ms with recall@10 >= 0.98
+# (bench/retrieval_latency.py, docs/benchmarks.md) but costs k-means training at every
+# rebuild of the cache, so small indexes stay exact.
+IVF_THRESHOLD = 100_000
+
+
+# Recall@10 (against flat) the probe count is tuned for when an IVF index is built: the
+# bar is 0.98; the margin covers real questions being further from the chunks than the
+# tuning queries.
+IVF_TARGET_RECALL = 0.99
+
+
+_NPROBES = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def build_vector_index(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    dim: int,
+    ivf_threshold: int | None = None,
+    storage: str = "float32",
+) -> faiss.Index:
+    """The FAISS index over `vectors` (float32 (n, dim), L2-normalised) with chunk `ids`:
+    exact IndexIDMap2(IndexFlatIP) below `ivf_threshold` chunks (default IVF_THRESHOLD),
+    above it IVF with ~2·sqrt(n) cells trained on the vectors themselves and `nprobe` twice
+    what reaches IVF_TARGET_RECALL on query-like vectors made from them. `storage` (IVF
+    only): float32, float16 or int8 per component (1/2 and 1/4 of the RAM;
+    bench/retrieval_latency.py measures their recall)."""
+    import faiss
+
+    threshold = IVF_THRESHOLD if ivf_threshold is None else ivf_threshold
+    n = len(ids)
+    if n < max(threshold, 1):
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if n:
+            index.add_with_ids(vectors, ids)
+        return index
+    nlist = max(1, min(int(2 * np.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    if storage == "float32":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        kinds = {"float16": faiss.ScalarQuantizer.QT_fp16, "int8": faiss.ScalarQuantizer.QT_8bit}
+        if storage not in kinds:
+            raise ValueError(f"storage must be float32, float16 or int8, not {storage!r}")
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, kinds[storage], faiss.METRIC_INNER_PRODUCT
+        )
+    rng = np.random.default_rng(0)
+    # 40 points per cell (FAISS's floor is 39) and 10 k-means iterations bound training time
+    # at 1M chunks (2,000 cells) to well under a minute; finer cells buy nothing measurable.
+    sample = rng.choice(n, size=min(n, 40 * nlist), replace=False)
+    index.cp.min_points_per_centroid = 1  # small test indexes: no warning spam
+    index.cp.niter = 10
+    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    index.add_with_ids(vectors, ids)
+    index.nprobe = _tune_nprobe(index, ids, vectors, rng)
+    return index
+
+
+def _tune_nprobe(
+    index: faiss.Index, ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator
+) -> int:
+    """The smallest nprobe whose recall@10 against exact search reaches IVF_TARGET_RECALL
+    on 256 query-like vectors (the normalised mean of two random stored chunks: a question
+    sits between passages rather than on one)."""
+    import faiss
+
+    k = 10
+    pairs = rng.integers(0, len(vectors), size=(256, 2))
+    queries = vectors[pairs[:, 0]] + vectors[pairs[:, 1]]
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, rows = exact.search(queries, k)  # (256, k) row positions
+    del exact
+    truth = ids[rows]
+    for nprobe in _NPROBES:
+        index.nprobe = min(nprobe, index.nlist)
+        _, found = index.search(queries, k)
+        hits = sum(len(set(f) & set(t)) for f, t in zip(found, truth, strict=True))
+        if hits / truth.size >= IVF_TARGET_RECALL or nprobe >= index.nlist:
+            break
+    # Real questions sit further from the chunks than these queries: on qa-public's 200
+    # questions over 100k chunks the tuned nprobe gave recall@10 0.968, twice it 0.993.
+    return int(min(index.nlist, 2 * index.nprobe))
 
 
 # SQLite result codes (primary, code & 0xFF) that mean the file itself is bad.

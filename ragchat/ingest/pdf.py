@@ -645,6 +645,103 @@ def _doc_chars(texts: list[str]) -> int:
     return sum(len(t) - t.count(" ") - t.count("\n") for t in texts)
 
 
+# Extractor order by measured cost: PDFium reads the first PROBE_PAGES pages and pypdf the
+# first one, each timed in CPU seconds of this (worker) process, which the machine's load
+# barely moves. When pypdf's page costs over PROBE_SLOW_S and over PROBE_FACTOR times
+# PDFium's per-page cost, PDFium goes first, unless its text of that page is worse (under
+# PROBE_MIN_SHARE of pypdf's characters, or garbage where pypdf's is clean). One pypdf page
+# is all the probe adds where pypdf stays first. Measured (bench/ingest_long.py --probe,
+# docs/extraction.md): CJK files (ja-public) and the LaTeX/Texinfo manuals (pdfs-long) are
+# far above the factor, plain English articles (qa-public) below it and keep pypdf's text.
+PROBE_PAGES = 3
+
+
+PROBE_SLOW_S = 0.02
+
+
+PROBE_FACTOR = 8.0
+
+
+PROBE_MIN_SHARE = 0.9
+
+
+def _probe_pypdf(path: Path, password: str | None) -> tuple[list[str], float]:
+    """pypdf's text of the first page and the CPU seconds it took (opening not counted)."""
+    import pypdf
+
+    reader = pypdf.PdfReader(path, strict=False)
+    if reader.is_encrypted and not reader.decrypt(""):
+        reader.decrypt(password or "")
+    if not len(reader.pages):
+        return [], 0.0
+    t0 = time.process_time()
+    texts = [_pypdf_page_text(reader.pages[0])]
+    return texts, time.process_time() - t0
+
+
+def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
+    """PDFium's text of the first PROBE_PAGES pages and the CPU seconds they took."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError:
+        doc = pdfium.PdfDocument(str(path), password=password)
+    try:
+        t0 = time.process_time()
+        texts = []
+        for i in range(min(PROBE_PAGES, len(doc))):
+            page = doc[i]
+            textpage = page.get_textpage()
+            texts.append(_pdfium_page_text(textpage))
+            textpage.close()
+            page.close()
+        return texts, time.process_time() - t0
+    finally:
+        doc.close()
+
+
+def probe_costs(path: Path, password: str | None = None) -> dict[str, tuple[list[str], float]]:
+    """{extractor: (texts of the probed pages, CPU seconds per page)}: PDFium on the first
+    PROBE_PAGES pages, pypdf on the first page."""
+    out = {}
+    for name, probe in (("pdfium", _probe_pdfium), ("pypdf", _probe_pypdf)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            texts, seconds = probe(path, password)
+        out[name] = (texts, seconds / max(1, len(texts)))
+    return out
+
+
+def _cheaper_first(path: Path, password: Passwords) -> list[str]:
+    """["pdfium", "pypdf"] when pypdf is measured slow on the first page of `path` and
+    PDFium's text of it is as good; else ["pypdf", "pdfium"]. Any failure while probing
+    (a wrong or missing password included) keeps pypdf first: the extraction loop then
+    reports or falls back as usual."""
+    first = password if password is None or isinstance(password, str) else None
+    if first is None and password:
+        first = next(iter(password), None)
+    try:
+        costs = probe_costs(path, first)
+    except Exception:  # the real extraction reports what is wrong with the file
+        return ["pypdf", "pdfium"]
+    return order_by_cost(costs)
+
+
+def order_by_cost(costs: dict[str, tuple[list[str], float]]) -> list[str]:
+    """The extractor order `probe_costs` results call for (see PROBE_FACTOR)."""
+    (pypdf_texts, pypdf_s), (pdfium_texts, pdfium_s) = costs["pypdf"], costs["pdfium"]
+    if not pypdf_texts or not pdfium_texts:
+        return ["pypdf", "pdfium"]
+    slow = pypdf_s > PROBE_SLOW_S and pypdf_s > PROBE_FACTOR * pdfium_s
+    pypdf_text, pdfium_text = pypdf_texts[0], pdfium_texts[0]
+    as_good = _doc_chars([pdfium_text]) >= PROBE_MIN_SHARE * _doc_chars([pypdf_text]) and (
+        text_problem(pdfium_text, SHORT_TEXT_CHARS) is None
+        or text_problem(pypdf_text, SHORT_TEXT_CHARS) is not None
+    )
+    return ["pdfium", "pypdf"] if slow and as_good else ["pypdf", "pdfium"]
+
+
 def extract_document_inprocess(
     path: Path,
     *,
@@ -659,8 +756,11 @@ def extract_document_inprocess(
 
     `primary` is the first extractor ("pypdf" or "pdfium"); with `fallback` the other one
     is tried when the first cannot open the file, gives almost no text or garbage, or
-    leaves over 20% of pages empty that the other can fill. With `ocr`, pages left without
-    text (all pages when the text layer is garbled) are read by Tesseract (ingest/ocr.py).
+    leaves over 20% of pages empty that the other can fill. With pypdf first and the
+    fallback allowed, PDFium goes first instead on files where pypdf is measured slow on
+    the first page and PDFium's text of it is as good (`_cheaper_first`). With `ocr`, pages
+    left without text (all pages when the text layer is garbled) are read by Tesseract
+    (ingest/ocr.py).
     Raises PdfError("skipped"/"failed").
     """
     try:
@@ -741,6 +841,9 @@ def _extract_text_layer(
     """The text layer of `path` (see `extract_document_inprocess`)."""
     _check_pdf_header(path)
     order = [primary] + ([name for name in _READERS if name != primary] if fallback else [])
+    if order == ["pypdf", "pdfium"]:
+        order = _cheaper_first(path, password)
+        primary = order[0]
 
     failures: list[_ExtractorError] = []
     candidates: list[tuple[_RawText, str | None]] = []
