@@ -75,6 +75,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "device",
         "max_new_tokens",
         "threads",
+        "openai_base_url",
     )
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):
