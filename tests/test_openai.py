@@ -553,3 +553,17 @@ def test_503_is_retried_with_backoff_and_the_key_is_sent_not_shown(
         with pytest.raises(UsageError) as failure:
             load_generator("other", settings)
     assert "sk-test-123" not in str(failure.value)
+
+
+def test_help_does_not_import_the_http_client() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from ragchat.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for argv in (['ask', '--help'], ['chat', '--help']):\n"
+        "        with contextlib.suppress(SystemExit):\n"
+        "            main(argv)\n"
+        "print('httpx2' in sys.modules, 'ragchat.openai_api' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
