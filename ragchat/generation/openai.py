@@ -148,6 +148,13 @@ class OpenAIGenerator:
             self._counts[text] = int(self._count_text(text) or 0)
         return self._counts[text]
 
+    def _count_quietly(self, prompt: str) -> int:
+        """count_tokens, or chars/4 when the server can't be asked (it just failed)."""
+        try:
+            return self.count_tokens(prompt)
+        except RagchatError:
+            return max(1, round(len(prompt) / 4))
+
     def format_prompt(self, messages: Sequence[Message]) -> str:
         return self.prompt_format.render(messages)
 
@@ -250,10 +257,10 @@ class OpenAIGenerator:
                 first_token_s = first_token_s or time.perf_counter() - started
                 yield tail
         finally:
-            prompt_tokens = usage.get("prompt_tokens")
+            prompt_tokens = usage.get("prompt_tokens") or self._count_quietly(prompt_text)
             gen_tokens = usage.get("completion_tokens")
             self.last_stats = GenerationStats(
-                prompt_tokens=int(prompt_tokens or self.count_tokens(prompt_text)),
+                prompt_tokens=int(prompt_tokens),
                 gen_tokens=int(gen_tokens or len(logprobs) or pieces),
                 # The server reads the prompt before the first piece arrives: the best
                 # measure of prefill a client has.
