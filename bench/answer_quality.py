@@ -13,6 +13,7 @@ The index (default embedder, default chunking) is built once under /tmp and reus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -53,8 +54,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override a ragchat constant for this run: --set FOCUS_SENTENCES=None (ragchat.answer.qa) "
-        "or --set prompting.QUESTION_FIRST=1",
+        help="override a setting for this run (config.py Settings, as in config.toml): "
+        "--set focus_sentences=0, --set no_answer_threshold=off",
     )
     ap.add_argument("--report", type=Path, help="write one JSON line per question here")
     ap.add_argument(
@@ -74,28 +75,29 @@ def main() -> int:
         "--rescore",
         type=Path,
         metavar="REPORT",
-        help="don't run: the summary of a report with the no-answer threshold of --model "
-        "(qa.no_answer_threshold) applied to its recorded signals (what a live run gives)",
+        help="don't run: the summary of a report with the abstention thresholds of --model "
+        "(and --set) applied to its recorded signals by abstention.decide (what a live run "
+        "gives)",
     )
     args = ap.parse_args()
+    overrides = dict(assignment.partition("=")[::2] for assignment in args.set)
+    settings = load_settings(
+        {
+            "model": args.model,
+            "backend": args.backend,
+            "threads": args.threads or None,
+            **overrides,
+        }
+    )
     if args.calibrate:
         rows = [r for p in args.calibrate for r in _read(p)]
-        print(json.dumps(calibrate(rows, args.signal), indent=2))
+        print(json.dumps(calibrate(rows, _thresholds(settings), args.signal), indent=2))
         return 0
     if args.rescore:
-        from ragchat.answer.abstention import VERIFY_THRESHOLD, no_answer_threshold
-
-        model = args.model or load_settings({}).model
-        rows = [
-            _apply(_apply(r, no_answer_threshold(model)), VERIFY_THRESHOLD, "verify")
-            for r in _read(args.rescore)
-        ]
-        print(json.dumps(summarise(rows, str(args.rescore), "-", 0), indent=2))
+        rows = [rescore(r, _thresholds(settings)) for r in _read(args.rescore)]
+        print(json.dumps(summarise(rows, str(args.rescore), settings.model, 0), indent=2))
         return 0
 
-    settings = load_settings(
-        {"model": args.model, "backend": args.backend, "threads": args.threads or None}
-    )
     from ragchat.ingest.pipeline import ingest
     from ragchat.retrieval.retriever import open_retriever
 
@@ -106,20 +108,13 @@ def main() -> int:
         print(f"indexed qa-public in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     retriever = open_retriever(INDEX, settings)
 
-    import importlib
-
-    from ragchat.answer.qa import answer
+    from ragchat.answer.qa import answer, policy_for
     from ragchat.generation.loading import load_generator
 
-    for assignment in args.set:
-        name, _, value = assignment.partition("=")
-        module_name, _, attr = name.rpartition(".")
-        module = importlib.import_module(f"ragchat.{module_name or 'answer.qa'}")
-        if not hasattr(module, attr):
-            ap.error(f"--set: {module.__name__} has no {attr}")
-        setattr(module, attr, None if value == "None" else type_of(getattr(module, attr), value))
-
     generator = load_generator(settings.model, settings)
+    policy = policy_for(settings, generator)
+    if args.verify:
+        policy = dataclasses.replace(policy, verify_answers=True)
     ans_slice, un_slice = SPLITS[args.split]
     answerable = load_questions(QA / "questions.jsonl")[ans_slice][args.skip :][: args.limit]
     unanswerable = load_questions(QA / "questions_unanswerable.jsonl")[un_slice][
@@ -136,7 +131,7 @@ def main() -> int:
             generator,
             k=k,
             max_new_tokens=settings.max_new_tokens,
-            verify_answers=args.verify,
+            policy=policy,
         )
         seconds = time.perf_counter() - t0
         prediction = strip_citations(result.text)
@@ -148,6 +143,7 @@ def main() -> int:
             "answer": prediction,
             "raw": result.raw_text,
             "abstained": result.abstained,
+            "decided_by": result.decided_by,
             "signals": dict(result.signals),
             "seconds": round(seconds, 2),
         }
@@ -182,72 +178,60 @@ def main() -> int:
     return 0
 
 
-def type_of(current: object, value: str) -> object:
-    """`value` parsed as a number when it looks like one (the constant may be None now)."""
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
-
-
 def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _apply(row: dict, threshold: float | None, signal: str = "no_answer") -> dict:
-    """`row` as a run with this threshold on `signal` would have produced it (no_answer:
-    abstain above the threshold; verify: abstain below it)."""
-    from ragchat.answer.abstention import ABSTAIN, is_abstention
-    from ragchat.answer.citations import strip_markers
+def _thresholds(settings):
+    from ragchat.answer.abstention import thresholds_for
+    from ragchat.weights import preset_for
+
+    return thresholds_for(
+        preset_for(settings.model, settings),
+        min_coverage=settings.min_coverage,
+        no_answer=settings.no_answer_threshold,
+        verify=settings.verify_threshold,
+    )
+
+
+def rescore(row: dict, thresholds) -> dict:
+    """`row` as a live run with these thresholds would have produced it: abstention.decide
+    over its recorded signals (rows from before "model_abstained" was recorded get it from
+    their raw answer)."""
+    from ragchat.answer.abstention import ABSTAIN, decide, is_abstention
     from ragchat.answer.prompts import clean_answer
 
     row = dict(row)
-    raw = row.get("raw")
-    # What the model itself said, before any threshold decided (older rows lack "raw").
-    greedy = is_abstention(raw) or not clean_answer(raw) if raw is not None else row["abstained"]
-    first = "greedy_abstained" not in row  # not yet rescored: a chained rule keeps its verdict
-    greedy_abstained = row.get("greedy_abstained", greedy)
-    row["greedy_abstained"] = greedy_abstained
-    if first and row["abstained"] and not greedy_abstained and raw is not None:
-        row["answer"] = strip_markers(clean_answer(raw))  # undo a live threshold's verdict
-        if row["answerable"]:
-            row["f1"] = token_f1(row["answer"], row["gold"])
-            row["contains"] = contains(row["answer"], row["gold"])
-    value = row["signals"].get(signal)
-    if threshold is None or value is None:
-        by_score = False
-    else:
-        by_score = value > threshold if signal == "no_answer" else value < threshold
-    row["abstained"] = (greedy_abstained if first else row["abstained"]) or by_score
-    if row["abstained"]:
-        row["answer"] = ABSTAIN
-        if row["answerable"]:
-            row["f1"] = token_f1(ABSTAIN, row["gold"])
-            row["contains"] = contains(ABSTAIN, row["gold"])
+    signals = dict(row["signals"])
+    raw = row.get("raw") or ""
+    if "model_abstained" not in signals and "no_answer" in signals:
+        signals["model_abstained"] = float(is_abstention(raw) or not clean_answer(raw))
+    verdict = decide(signals, thresholds)
+    row["abstained"], row["decided_by"] = verdict.abstain, verdict.rule
+    row["answer"] = ABSTAIN if verdict.abstain else strip_citations(clean_answer(raw))
+    if row["answerable"]:
+        row["f1"] = token_f1(row["answer"], row["gold"])
+        row["contains"] = contains(row["answer"], row["gold"])
     return row
 
 
-def calibrate(rows: list[dict], signal: str = "verify") -> dict:
-    """For each candidate threshold on `signal` (the recorded values): answered share of
-    answerable rows and abstained share of unanswerable ones. Chosen: the threshold that
-    abstains on the most unanswerable questions while answering at least 90% of the
-    answerable ones (ties: the one with the fewer abstentions on answerable rows)."""
-    rows = [r for r in rows if signal in r["signals"] or r["abstained"]]
+def calibrate(rows: list[dict], thresholds, signal: str = "verify") -> dict:
+    """For each candidate bar on `signal` (the recorded values; the other thresholds as
+    given): answered share of answerable rows and abstained share of unanswerable ones.
+    Chosen: the bar that abstains on the most unanswerable questions while answering at
+    least 90% of the answerable ones (ties: the one that answers more)."""
     values = sorted({r["signals"][signal] for r in rows if signal in r["signals"]})
     sign = 1e-4 if signal == "no_answer" else -1e-4
     candidates = sorted({values[0] - 1e-4, values[-1] + 1e-4, *(v + sign for v in values)})
     table = []
     best = None
-    for threshold in candidates if values else []:
-        scored = [_apply(r, threshold, signal) for r in rows]
+    for bar in candidates if values else []:
+        scored = [rescore(r, dataclasses.replace(thresholds, **{signal: bar})) for r in rows]
         ans = [r for r in scored if r["answerable"]]
         una = [r for r in scored if not r["answerable"]]
         answered = sum(not r["abstained"] for r in ans) / max(1, len(ans))
         abstain = sum(r["abstained"] for r in una) / max(1, len(una))
-        table.append((round(threshold, 4), round(answered, 3), round(abstain, 3)))
+        table.append((round(bar, 4), round(answered, 3), round(abstain, 3)))
         better = best is None or abstain > best[2] or (abstain == best[2] and answered > best[1])
         if answered >= 0.9 and better:
             best = table[-1]

@@ -21,9 +21,10 @@ questions `--passes` times after a short warm-up; p50/p95 over those calls. reca
 mean |approx top-10 ∩ flat top-10| / 10. Build = add (and train) time. FAISS runs with its
 default OpenMP thread count unless --faiss-threads says otherwise; the figure is printed.
 
-End to end: `ragchat.retrieval.retriever.open_retriever` on the real index (settings.retrieval, hybrid
-by default: query embedding + FAISS + BM25 + fusion + passage fetch), one call per
-question, with its parts (query embedding alone, BM25 alone, FAISS alone) beside it.
+End to end: `ragchat.retrieval.retriever.open_retriever` on the real index
+(settings.retrieval, hybrid by default: query embedding + FAISS + BM25 + fusion + passage
+fetch), one call per question, with its parts (query embedding alone, BM25 alone, FAISS
+alone) beside it.
 """
 
 from __future__ import annotations

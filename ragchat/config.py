@@ -24,6 +24,10 @@ def _default_config_file(env: Mapping[str, str]) -> Path:
     return Path(base) / "ragchat" / "config.toml"
 
 
+# How the retriever finds passages (retrieval/retriever.py): dense + BM25 fused, or one.
+RETRIEVAL_METHODS = ("hybrid", "dense", "bm25")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything that can be configured. Paths are absolute once loaded."""
@@ -49,6 +53,13 @@ class Settings:
     max_new_tokens: int = 160
     trust_remote_code: bool = False
     threads: int = 0  # 0 = torch default
+    # answering policy (answer/qa.py AnswerPolicy); the thresholds default to the model
+    # preset's calibrated ones (answer/abstention.py), "off" switches a rule off
+    max_prompt_tokens: int = 800
+    focus_sentences: int = 3  # 0 = whole passages
+    min_coverage: float | None = None
+    no_answer_threshold: float | None = None
+    verify_threshold: float | None = None
     debug: bool = False
     # OpenAI-compatible server (--backend openai, --embedder openai:NAME; docs/models.md).
     openai_base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
@@ -72,6 +83,13 @@ _BOOL_FALSE = {"0", "false", "no", "off", ""}
 def _coerce(name: str, kind: Any, value: Any, origin: str) -> Any:
     """Turn a config-file or environment value into the field's type."""
     try:
+        if isinstance(kind, str) and kind.endswith(" | None"):
+            text = str(value).strip().lower()
+            if text in ("", "none", "default"):
+                return None
+            if text == "off":  # no comparison with NaN holds: the rule never fires
+                return float("nan")
+            kind = kind.removesuffix(" | None")
         if kind in (bool, "bool"):
             if isinstance(value, bool):
                 return value

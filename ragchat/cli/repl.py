@@ -400,7 +400,7 @@ class ChatConsole:
     ) -> None:
         """Worker thread: wait for the index and model if needed, then run qa.answer. Every
         outcome ends with one ("done", Answer | None) or ("error", exception) event."""
-        from ragchat.answer.qa import answer
+        from ragchat.answer.qa import answer, policy_for
 
         try:
             waited = 0.0
@@ -429,6 +429,7 @@ class ChatConsole:
                     on_text=lambda text: events.put(("text", text)),
                     cancel=cancel,
                     load_s=waited,
+                    policy=policy_for(self.settings, generator),
                 )
             finally:
                 retriever.on_query = None

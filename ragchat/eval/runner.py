@@ -20,6 +20,7 @@ from ragchat.eval.metrics import (
 )
 
 if TYPE_CHECKING:
+    from ragchat.answer.qa import AnswerPolicy
     from ragchat.generation.base import Generator
     from ragchat.retrieval.retriever import Retriever
 
@@ -54,6 +55,7 @@ def run_eval(
     k: int = 5,
     max_new_tokens: int = 160,
     on_question: Callable[[int, int], None] | None = None,
+    policy: AnswerPolicy | None = None,
 ) -> EvalReport:
     """Retrieve for every question (and answer, when a generator is given) and score.
     Retrieval metrics use the top EVAL_K results; answers use the top `k` passages."""
@@ -84,7 +86,9 @@ def run_eval(
             ],
         }
         if generator is not None:
-            result = answer(q.question, retriever, generator, k=k, max_new_tokens=max_new_tokens)
+            result = answer(
+                q.question, retriever, generator, k=k, max_new_tokens=max_new_tokens, policy=policy
+            )
             prediction = strip_citations(result.text)
             predictions.append(prediction)
             abstained.append(result.abstained)

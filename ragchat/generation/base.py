@@ -59,10 +59,13 @@ class Generator(Protocol):
 
     Optional extension: a generator whose `scores_continuations` attribute is True also
     accepts `stream(..., score=("text", ...))` and then fills `last_stats.answer_logprobs`
-    and `last_stats.continuation_logprobs` (see TransformersGenerator.stream). Callers must
+    and `last_stats.continuation_logprobs` (see GreedyLoop.stream). Callers must
     check the attribute first; generators without it keep the plain signature."""
 
     name: str
+    # The packaged preset this model is (by name, or a GGUF file with a preset's checksum),
+    # None for any other model: abstention thresholds are calibrated per preset.
+    preset: str | None
     context_window: int
     prompt_format: PromptFormat
     load_seconds: float
@@ -146,8 +149,43 @@ class GreedyLoop:
     stop string arrives split across tokens. Subclasses supply the engine steps below."""
 
     name: str
+    preset: str | None = None
     context_window: int
+    prompt_format: PromptFormat
     last_stats: GenerationStats | None
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one sequence, one KV cache: one call at a time
+
+    def format_prompt(self, messages: Sequence[Message]) -> str:
+        return self.prompt_format.render(messages)
+
+    def generate(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
+        """The whole answer at once (see stream)."""
+        return "".join(self.stream(prompt, max_new_tokens=max_new_tokens, stop=stop))
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+        score: Sequence[str] = (),
+    ) -> Iterator[str]:
+        """Greedy text pieces (see Generator.stream). `score`: continuations whose token
+        log-probabilities after the prompt go to `last_stats.continuation_logprobs`; they are
+        scored after the prefill on the same KV cache (a few tokens each, no second
+        prefill), and the cache is rolled back, so the answer is the same as without them."""
+        with self._lock:
+            try:
+                yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
+            finally:
+                self._after_call()
+
+    def _after_call(self) -> None:
+        """Run when a `stream` call ends, however it ends."""
+        return
 
     def encode_prompt(self, prompt: str) -> list[int]:
         raise NotImplementedError

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
 from ragchat.generation.base import PREFILL_CHUNK, GenerationStats, GreedyLoop, pick_device_dtype
-from ragchat.generation.formats import Message, PromptFormat, prompt_format_for
+from ragchat.generation.formats import PromptFormat, prompt_format_for
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,7 @@ class TransformersGenerator(GreedyLoop):
         device: str,
         load_seconds: float = 0.0,
     ) -> None:
+        super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -49,9 +50,6 @@ class TransformersGenerator(GreedyLoop):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def format_prompt(self, messages: Sequence[Message]) -> str:
-        return self.prompt_format.render(messages)
-
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a full prompt: chat templates already write the BOS token, other
         prompts get the tokenizer's usual special tokens."""
@@ -59,27 +57,8 @@ class TransformersGenerator(GreedyLoop):
         add_special = not (bos and prompt.startswith(bos))
         return list(self.tokenizer.encode(prompt, add_special_tokens=add_special))
 
-    def generate(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
-        """The whole answer at once (see stream)."""
-        return "".join(self.stream(prompt, max_new_tokens=max_new_tokens, stop=stop))
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        cancel: threading.Event | None = None,
-        score: Sequence[str] = (),
-    ) -> Iterator[str]:
-        """Greedy text pieces (see Generator.stream). `score`: continuations whose token
-        log-probabilities after the prompt go to `last_stats.continuation_logprobs`; they are
-        scored after the prefill on the same KV cache (a few tokens each, no second prefill),
-        and the cache is rolled back, so the answer is the same as without them."""
-        try:
-            yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
-        finally:
-            self._past = None  # the KV cache of a finished answer is not reused
+    def _after_call(self) -> None:
+        self._past = None  # the KV cache of a finished answer is not reused
 
     def _prefill(self, ids: list[int], cancel: threading.Event | None) -> Any | None:
         import torch

@@ -27,7 +27,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import numpy as np
 from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
 from ragchat.generation.base import PREFILL_CHUNK, GenerationStats, GreedyLoop
-from ragchat.generation.formats import Message, PromptFormat, prompt_format_for
+from ragchat.generation.formats import PromptFormat, prompt_format_for
 
 # Prompts are capped far below this (qa.MAX_PROMPT_TOKENS); the KV cache of a 32k window
 # would cost hundreds of MB for nothing.
@@ -102,6 +102,7 @@ class LlamaCppGenerator(GreedyLoop):
     def __init__(self, llm: Any, *, name: str, load_seconds: float = 0.0) -> None:
         import llama_cpp
 
+        super().__init__()
         self._llama_cpp = llama_cpp
         self.llm = llm
         self.name = name
@@ -120,7 +121,6 @@ class LlamaCppGenerator(GreedyLoop):
         )
         self.prompt_format: PromptFormat = prompt_format_for(tokenizer)
         self.scores_continuations = True
-        self._lock = threading.Lock()  # one sequence, one KV cache: one call at a time
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -134,31 +134,11 @@ class LlamaCppGenerator(GreedyLoop):
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
-    def format_prompt(self, messages: Sequence[Message]) -> str:
-        return self.prompt_format.render(messages)
-
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of a full prompt; BOS is added (when the model uses one) unless the
         chat template already wrote it."""
         add_bos = not (self._bos_text and prompt.startswith(self._bos_text))
         return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
-
-    def generate(self, prompt: str, *, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
-        return "".join(self.stream(prompt, max_new_tokens=max_new_tokens, stop=stop))
-
-    def stream(
-        self,
-        prompt: str,
-        *,
-        max_new_tokens: int,
-        stop: Sequence[str] = (),
-        cancel: threading.Event | None = None,
-        score: Sequence[str] = (),
-    ) -> Iterator[str]:
-        """Greedy text pieces (see generators.Generator.stream and
-        TransformersGenerator.stream for `score`)."""
-        with self._lock:
-            yield from self._greedy(prompt, max_new_tokens, stop, cancel, score)
 
     def _prefill(self, ids: list[int], cancel: threading.Event | None) -> np.ndarray | None:
         """Evaluate the prompt, reusing the cached tokens it starts with; the last

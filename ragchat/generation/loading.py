@@ -8,6 +8,7 @@ from ragchat.config import Settings
 from ragchat.errors import ConfigError
 from ragchat.generation.base import Generator
 from ragchat.generation.hf import load_transformers
+from ragchat.weights import preset_for
 
 
 def load_llamacpp(
@@ -62,4 +63,6 @@ def load_generator(
             f"backend = {settings.backend!r} is not available; choose one of: auto, "
             + ", ".join(BACKENDS)
         )
-    return loader(spec, settings, on_progress)
+    generator = loader(spec, settings, on_progress)
+    generator.preset = preset_for(spec, settings)
+    return generator

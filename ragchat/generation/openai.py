@@ -92,6 +92,9 @@ class OpenAIGenerator:
     ) -> None:
         self.client = client
         self.name = model
+        # Abstention thresholds are calibrated per preset on the model's continuation
+        # scores, which this backend can't give: none apply, whatever the server's name.
+        self.preset: str | None = None
         self.context_window = context_window
         self.prompt_format: PromptFormat = MessagesFormat()
         self.load_seconds = load_seconds

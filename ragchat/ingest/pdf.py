@@ -422,25 +422,45 @@ def _read_pypdf(path: Path, password: str | None, on_page: ProgressFn | None) ->
     except Exception as exc:  # any pypdf failure to open is "could not read"
         raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
 
-    texts: list[str] = []
-    failed_pages = 0
-    for number in range(1, total + 1):
+    def read_page(index: int) -> str:
         try:
-            texts.append(_pypdf_page_text(reader.pages[number - 1]))
+            return _pypdf_page_text(reader.pages[index])
         except DependencyError as exc:
             raise _ExtractorError(_AES_MISSING, "dependency") from exc
-        except Exception as exc:  # a broken page must not lose the others
-            failed_pages += 1
+
+    texts = _read_pages("pypdf", total, read_page, on_page, notes)
+    return _RawText(texts, "pypdf", notes)
+
+
+def _read_pages(
+    extractor: str,
+    total: int,
+    read_page: Callable[[int], str],
+    on_page: ProgressFn | None,
+    notes: list[str],
+) -> list[str]:
+    """Every page's text, `read_page(i)` for i in 0..total-1. A page that fails is left
+    empty and counted (the first failure and the count go to `notes`), so one broken page
+    never loses the others; when every page fails, the file is unreadable."""
+    texts: list[str] = []
+    failed = 0
+    for number in range(1, total + 1):
+        try:
+            texts.append(read_page(number - 1))
+        except _ExtractorError:
+            raise
+        except Exception as exc:  # any failure of one page's text
+            failed += 1
             texts.append("")
-            if failed_pages == 1:
-                notes.append(f"pypdf: page {number}: {_short(exc)}")
+            if failed == 1:
+                notes.append(f"{extractor}: page {number}: {_short(exc)}")
         if on_page is not None:
             on_page(number, total)
-    if failed_pages:
-        notes.append(f"pypdf could not read {failed_pages} of {total} pages")
-    if total and failed_pages == total:
-        raise _ExtractorError(f"unreadable PDF ({notes[0].removeprefix('pypdf: ')})")
-    return _RawText(texts, "pypdf", notes)
+    if failed:
+        notes.append(f"{extractor} could not read {failed} of {total} pages")
+    if total and failed == total:
+        raise _ExtractorError(f"unreadable PDF ({notes[0].removeprefix(extractor + ': ')})")
+    return texts
 
 
 def _password_variants(password: str) -> list[str]:
@@ -482,34 +502,21 @@ def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -
             "encrypted: the password given with --password is wrong", "password"
         ) from last
 
-    try:
-        total = len(doc)
-        texts: list[str] = []
-        failed_pages = 0
-        for number in range(1, total + 1):
+    def read_page(index: int) -> str:
+        page = doc[index]
+        try:
+            textpage = page.get_textpage()
             try:
-                page = doc[number - 1]
-                try:
-                    textpage = page.get_textpage()
-                    try:
-                        texts.append(_pdfium_page_text(textpage))
-                    finally:
-                        textpage.close()
-                finally:
-                    page.close()
-            except Exception as exc:  # a broken page must not lose the others
-                failed_pages += 1
-                texts.append("")
-                if failed_pages == 1:
-                    notes.append(f"pdfium: page {number}: {_short(exc)}")
-            if on_page is not None:
-                on_page(number, total)
+                return _pdfium_page_text(textpage)
+            finally:
+                textpage.close()
+        finally:
+            page.close()
+
+    try:
+        texts = _read_pages("pdfium", len(doc), read_page, on_page, notes)
     finally:
         doc.close()
-    if failed_pages:
-        notes.append(f"pdfium could not read {failed_pages} of {total} pages")
-    if total and failed_pages == total:
-        raise _ExtractorError(f"unreadable PDF ({notes[0].removeprefix('pdfium: ')})")
     return _RawText(texts, "pdfium", notes)
 
 

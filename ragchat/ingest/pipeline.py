@@ -115,7 +115,9 @@ def ingest(
     report = IngestReport(index=store.name, chunks_before=store.chunk_count())
     started = time.perf_counter()
     try:
-        check_compatible(store, settings, embedder_spec, chunk_tokens, chunk_overlap)
+        check_compatible(
+            store, settings, embedder_spec, chunk_tokens, chunk_overlap, embedder.max_tokens
+        )
         with writing(store, on_wait=lambda: progress(IngestProgress("wait", str(index_path)))):
             report.files.extend(outcomes)
             progress(IngestProgress("start", total=len(files)))

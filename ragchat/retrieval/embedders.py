@@ -259,12 +259,55 @@ def _load_sentence_folder(
     return STEmbedder(folder, embedder_id, settings, dtype=dtype)
 
 
-class SentenceEmbedder:
+class _BatchEmbedder:
+    """What the sentence embedders share: token spans from a fast tokenizer, embedding in
+    length-sorted batches with progress, and no corpus state. Subclasses set `dim` and
+    `_offsets` and embed one batch in `_embed_batch`."""
+
+    needs_fit = False
+    dim: int
+    _offsets: Any
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) character offsets of the model's tokens in `text`, no specials."""
+        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: Kind,
+        batch_size: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for batch in _length_batches(texts, batch_size):
+            out[batch] = self._embed_batch([texts[i] for i in batch], kind)
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done)
+        return out
+
+    def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        """(len(texts), dim) L2-normalised float32 rows."""
+        raise NotImplementedError
+
+    def fit(self, texts: Sequence[str]) -> None:
+        return None
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        return None
+
+
+class SentenceEmbedder(_BatchEmbedder):
     """A Transformer + Pooling (+ Normalize) sentence-transformers folder, run on
     transformers. Queries and passages are embedded alike unless the folder defines
     prompts for them."""
-
-    needs_fit = False
 
     def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
         configure_hub(settings.allow_download)
@@ -318,49 +361,21 @@ class SentenceEmbedder:
         self.max_tokens = self.max_seq_length - special - prompt_tokens
         self.dim = int(model.config.hidden_size)
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """(start, end) character offsets of the model's tokens in `text`, no specials."""
-        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: Kind,
-        batch_size: int = 32,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
-        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
+    def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
         import torch
 
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         prompt = self._prompts[kind]
-        done = 0
-        for batch in _length_batches(texts, batch_size):
-            enc = self._tokenizer(
-                [prompt + texts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=self.max_seq_length,
-                return_tensors="pt",
-            ).to(self._device)
-            with torch.inference_mode():
-                hidden = self._model(**enc).last_hidden_state  # (batch, seq, dim)
-            pooled = _pool(hidden.float(), enc["attention_mask"], self._pooling)
-            out[batch] = torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
-            done += len(batch)
-            if on_batch is not None:
-                on_batch(done)
-        return out
-
-    def fit(self, texts: Sequence[str]) -> None:
-        return None
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        return None
+        enc = self._tokenizer(
+            [prompt + text for text in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_tensors="pt",
+        ).to(self._device)
+        with torch.inference_mode():
+            hidden = self._model(**enc).last_hidden_state  # (batch, seq, dim)
+        pooled = _pool(hidden.float(), enc["attention_mask"], self._pooling)
+        return torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
 
 
 def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -373,10 +388,8 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-class STEmbedder:
+class STEmbedder(_BatchEmbedder):
     """Any other sentence-transformers folder, through sentence_transformers itself."""
-
-    needs_fit = False
 
     def __init__(self, folder: Path, embedder_id: str, settings: Settings, *, dtype: Dtype):
         configure_hub(settings.allow_download)
@@ -403,44 +416,16 @@ class STEmbedder:
             "passage": next((n for n in ("document", "passage") if prompts.get(n)), None),
         }
 
-    def token_spans(self, text: str) -> list[tuple[int, int]]:
-        """(start, end) character offsets of the model's tokens in `text`, no specials."""
-        return [(a, b) for a, b in self._offsets.encode(text, add_special_tokens=False).offsets]
-
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: Kind,
-        batch_size: int = 32,
-        on_batch: Callable[[int], None] | None = None,
-    ) -> np.ndarray:
-        """float32 (len(texts), dim), rows L2-normalised, in the order of `texts`."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        done = 0
-        for batch in _length_batches(texts, batch_size):
-            vectors = self._model.encode(
-                [texts[i] for i in batch],
-                batch_size=len(batch),
-                prompt_name=self._prompt_names[kind],
-                convert_to_numpy=False,
-                convert_to_tensor=True,
-                show_progress_bar=False,
-            )
-            out[batch] = _normalise(vectors.float().cpu().numpy())
-            done += len(batch)
-            if on_batch is not None:
-                on_batch(done)
-        return out
-
-    def fit(self, texts: Sequence[str]) -> None:
-        return None
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        return None
+    def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        vectors = self._model.encode(
+            texts,
+            batch_size=len(texts),
+            prompt_name=self._prompt_names[kind],
+            convert_to_numpy=False,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        return _normalise(vectors.float().cpu().numpy())
 
 
 class LMEmbedder:

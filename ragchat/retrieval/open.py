@@ -53,9 +53,13 @@ def check_compatible(
     embedder_spec: str | None,
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
+    max_tokens: int | None = None,
 ) -> None:
-    """Refuse explicit settings that contradict what the index was built with."""
+    """Refuse explicit settings that contradict what the index was built with. A chunk size
+    is compared as the index got it: capped at the embedder's `max_tokens`."""
     cfg = store.config
+    if chunk_tokens is not None and max_tokens is not None:
+        chunk_tokens = min(chunk_tokens, max_tokens)
     if embedder_spec is not None and not _same_embedder(embedder_spec, cfg.embedder):
         raise IndexMismatchError(
             f"index {store.name} was built with embedder {cfg.embedder!r}, not "

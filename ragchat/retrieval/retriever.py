@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ragchat.config import RETRIEVAL_METHODS
 from ragchat.errors import UsageError
 from ragchat.index.store import IndexStore
 from ragchat.records import Passage
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from ragchat.retrieval.embedders import Embedder
 
 
-METHODS = ("hybrid", "dense", "bm25")
+METHODS = RETRIEVAL_METHODS
 
 
 # How many candidates each method hands to fusion. Score fusion min-max scales each list,

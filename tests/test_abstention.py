@@ -1,0 +1,163 @@
+"""The abstention policy: the pure `decide` over named signals, thresholds keyed on the
+model preset, and `answer()` applying them over a real index (the sample PDF, real MiniLM,
+FAISS and BM25) with a scripted generator of our own whose replies and log-probabilities
+the test chooses (tests/scripted.py; the real models are tested in test_qa.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from scripted import ScriptedGenerator
+
+from ragchat.answer.abstention import (
+    ABSTAIN,
+    DEFAULT_THRESHOLDS,
+    PRESET_THRESHOLDS,
+    RULES,
+    Thresholds,
+    decide,
+    thresholds_for,
+)
+from ragchat.answer.qa import AnswerPolicy, answer, policy_for
+from ragchat.config import load_settings
+from ragchat.ingest.pipeline import ingest
+from ragchat.retrieval.retriever import open_retriever
+from ragchat.weights import PRESETS, packaged_files, preset_for
+
+BARS = Thresholds(min_coverage=0.0, no_answer=-1.0, verify=-0.5)
+
+
+@pytest.mark.parametrize(
+    ("signals", "rule"),
+    [
+        ({"passages": 0}, "no_passages"),
+        ({"passages": 3, "coverage": 0.0}, "coverage"),
+        ({"passages": 3, "coverage": 0.4}, "answered"),  # before the model: nothing decides
+        ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
+        ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
+        ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -0.5}, "no_answer"),
+        ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -1.5}, "answered"),
+    ],
+)
+def test_decide_applies_the_rules_in_order(signals: dict[str, float], rule: str) -> None:
+    verdict = decide(signals, BARS)
+    assert verdict.rule == rule
+    assert verdict.abstain == (rule != "answered")
+    assert rule == "answered" or rule in RULES
+
+
+def test_a_rule_that_is_off_never_fires() -> None:
+    signals = {"coverage": 0.0, "no_answer": 5.0, "verify": -5.0, "model_abstained": 0.0}
+    assert decide(signals, Thresholds(None, None, None)).rule == "answered"
+    nan = float("nan")  # what the setting value "off" becomes
+    assert decide(signals, Thresholds(nan, nan, nan)).rule == "answered"
+
+
+def test_thresholds_are_keyed_on_the_preset_and_settings_override_them() -> None:
+    assert thresholds_for("qwen1.5b") == PRESET_THRESHOLDS["qwen1.5b"]
+    assert thresholds_for("qwen1.5b").no_answer != thresholds_for("qwen0.5b").no_answer
+    assert thresholds_for(None) == DEFAULT_THRESHOLDS
+    assert thresholds_for("/some/folder") == DEFAULT_THRESHOLDS
+    assert thresholds_for("qwen1.5b", no_answer=-3.0).no_answer == -3.0
+    settings = load_settings(
+        env={"RAGCHAT_NO_ANSWER_THRESHOLD": "off", "RAGCHAT_FOCUS_SENTENCES": "0"}
+    )
+    policy = policy_for(settings, ScriptedGenerator("x", preset="qwen1.5b"))
+    assert math.isnan(policy.thresholds.no_answer or 0.0)
+    assert policy.focus_sentences == 0
+    assert policy.thresholds.min_coverage == PRESET_THRESHOLDS["qwen1.5b"].min_coverage
+
+
+def test_a_gguf_path_gets_its_presets_thresholds(tmp_path: Path) -> None:
+    settings = load_settings({"cache_dir": tmp_path})
+    shipped = packaged_files(PRESETS["smollm2"])[0]  # SmolLM2's GGUF, inside its package
+    assert preset_for(str(shipped), settings) == "smollm2"
+    copy = tmp_path / "renamed.gguf"
+    shutil.copyfile(shipped, copy)
+    assert preset_for(str(copy), settings) == "smollm2"  # by size and sha256, not by name
+    with open(copy, "r+b") as fh:  # same size, other bytes: not the preset
+        fh.seek(1000)
+        fh.write(b"\0\1\2\3")
+    assert preset_for(str(copy), load_settings({"cache_dir": tmp_path / "fresh"})) is None
+    assert preset_for("qwen1.5b", settings) == "qwen1.5b"
+    assert preset_for(str(tmp_path / "missing.gguf"), settings) is None
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
+    from conftest import SAMPLE_PDF
+
+    index = tmp_path_factory.mktemp("abstention") / "sample"
+    settings = load_settings({"index_dir": index.parent, "cache_dir": model_cache})
+    assert ingest([SAMPLE_PDF], index, settings).files[0].status == "indexed"
+    opened = open_retriever(index, settings)
+    yield opened
+    opened.close()
+
+
+def test_off_topic_question_abstains_before_the_model(retriever) -> None:
+    generator = ScriptedGenerator("Paris [1]")
+    shown: list[str] = []
+    result = answer("What is the capital of France?", retriever, generator, on_text=shown.append)
+    assert result.abstained and result.decided_by == "coverage"
+    assert result.signals["coverage"] == 0.0
+    assert generator.prompts == []  # the model never ran
+    assert "".join(shown) == ABSTAIN and result.text == ABSTAIN
+
+
+def test_a_confident_answer_is_kept_with_its_citation(retriever) -> None:
+    generator = ScriptedGenerator("Margaret Alder [1]", answer_logprob=-0.1)
+    result = answer("Who built the lighthouse?", retriever, generator, k=3)
+    assert not result.abstained and result.decided_by == "answered"
+    assert result.text.startswith("Margaret Alder [gull-point.pdf p.")
+    assert result.citations[0].doc == "gull-point.pdf"
+    # no_answer = mean log-prob of ABSTAIN (-3.0 a token) minus the answer's (-0.1)
+    assert result.signals["no_answer"] == pytest.approx(-2.9)
+    assert result.signals["model_abstained"] == 0.0
+
+
+def test_the_models_own_abstention_decides(retriever) -> None:
+    result = answer("Who built the lighthouse?", retriever, ScriptedGenerator(ABSTAIN))
+    assert result.abstained and result.decided_by == "model"
+    assert result.text == ABSTAIN and not result.citations
+
+
+def test_an_unsure_answer_is_replaced_by_the_no_answer_rule(retriever) -> None:
+    unsure = ScriptedGenerator("Tobias Wren [1]", answer_logprob=-2.0, continuation_logprob=-0.2)
+    result = answer("Who built the lighthouse?", retriever, unsure, k=3)
+    assert result.signals["no_answer"] == pytest.approx(1.8)
+    assert result.abstained and result.decided_by == "no_answer"
+    assert result.text == ABSTAIN and not result.citations
+    off = dataclasses.replace(
+        AnswerPolicy(), thresholds=Thresholds(min_coverage=0.0, no_answer=float("nan"))
+    )
+    kept = answer("Who built the lighthouse?", retriever, unsure, k=3, policy=off)
+    assert not kept.abstained and kept.text.startswith("Tobias Wren")
+
+
+def test_policy_sets_what_the_model_reads(retriever) -> None:
+    generator = ScriptedGenerator("Margaret Alder [1]")
+    focused = answer("Who built the lighthouse?", retriever, generator, k=5)
+    whole = answer(
+        "Who built the lighthouse?",
+        retriever,
+        generator,
+        k=5,
+        policy=AnswerPolicy(focus_sentences=0, max_prompt_tokens=2000),
+    )
+    assert whole.timings.prompt_tokens > focused.timings.prompt_tokens
+    # Whole passages: the first retrieved chunk's text is in the prompt as it is stored.
+    first = " ".join(whole.retrieved[0].text.split())
+    assert first in generator.prompts[-1]
+    capped = answer(
+        "Who built the lighthouse?",
+        retriever,
+        generator,
+        k=5,
+        policy=AnswerPolicy(focus_sentences=0, max_prompt_tokens=300),
+    )
+    assert capped.timings.prompt_tokens <= 300 < whole.timings.prompt_tokens
