@@ -115,9 +115,8 @@ def main() -> None:
     print(f"{'question':45} {'llama.cpp s':>11} {'server s':>9}  same  answer")
     for question, a, b in rows:
         same = "yes" if a.text == b.text else "NO"
-        print(
-            f"{question[:45]:45} {a.timings.total_s:11.2f} {b.timings.total_s:9.2f}  {same:4}  {a.text}"
-        )
+        times = f"{a.timings.total_s:11.2f} {b.timings.total_s:9.2f}"
+        print(f"{question[:45]:45} {times}  {same:4}  {a.text}")
         if a.text != b.text:
             print(f"{'':45} {'':11} {'':9}        server: {b.text}")
     local_s = statistics.median(a.timings.total_s for _, a, _ in rows)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -29,7 +29,6 @@ from ragchat.openai_api import OpenAIClient, endpoint_for
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
-    from ragchat.retrieval.embedders import Kind
 
 
 # Words and single punctuation marks: the "tokens" chunking counts for a remote model.
@@ -69,7 +68,7 @@ class OpenAIEmbedder:
         self,
         texts: Sequence[str],
         *,
-        kind: Kind,
+        kind: Literal["query", "passage"],
         batch_size: int = 32,
         on_batch: Callable[[int], None] | None = None,
     ) -> np.ndarray:
