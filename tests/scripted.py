@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ragchat.generation.base import GenerationStats, GreedyLoop
@@ -57,6 +57,20 @@ class ScriptedGenerator(GreedyLoop):
 
     def count_tokens(self, text: str) -> int:
         return len(_PIECES.findall(text))
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+        score: Sequence[str] = (),
+    ) -> Iterator[str]:
+        self.prompts.append(prompt)
+        return super().stream(
+            prompt, max_new_tokens=max_new_tokens, stop=stop, cancel=cancel, score=score
+        )
 
     # --- the engine steps GreedyLoop calls ----------------------------------------------
 

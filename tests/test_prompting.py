@@ -282,3 +282,37 @@ def test_verify_prompt_shows_a_yes_and_a_no_then_the_case() -> None:
     assert "Passage: Its first director was Henry Cole." in last
     assert "Question: Who was the first director?" in last
     assert "Proposed answer: Henry Cole [1]" in last
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Describe the history of the lighthouse.", "explain"),
+        ("How did the fog signal work, and why was it replaced?", "explain"),
+        ("Explain how the lamp was lit", "explain"),
+        ("Compare the two keepers.", "explain"),
+        ("Who built the lighthouse?", "lookup"),
+        ("How many steps does the tower have?", "lookup"),
+        ("How long did he keep the light?", "lookup"),
+        ("When was the lamp electrified?", "lookup"),
+    ],
+)
+def test_question_kind(question: str, kind: str) -> None:
+    from ragchat.answer.prompts import question_kind
+
+    assert question_kind(question) == kind
+
+
+def test_clean_answer_keeps_whole_sentences_of_an_explanation() -> None:
+    raw = (
+        "According to the passages, it was built in 1871 [1]. Alder designed it [2].\n"
+        "- It had 112 steps [1]. The lens came from Paris [3]. A fifth one [1]. Later it"
+    )
+    assert clean_answer(raw, "explain") == (
+        "it was built in 1871 [1]. Alder designed it [2]. It had 112 steps [1]. The lens "
+        "came from Paris [3]."
+    )
+    assert clean_answer("It was lit in 1871 [1]. Then it was", "explain") == (
+        "It was lit in 1871 [1]."
+    )
+    assert clean_answer(raw) == "it was built in 1871 [1]."  # a lookup: the first sentence

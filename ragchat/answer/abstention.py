@@ -24,6 +24,11 @@ _ASKING = (
 )
 
 
+def _content_terms(question: str) -> set[str]:
+    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
+    return set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
+
+
 def question_coverage(
     question: str, passages: Sequence[Passage], idf: Callable[[str], float]
 ) -> float:
@@ -31,16 +36,51 @@ def question_coverage(
     idf-weighted share of the question's content terms (stemmed, stopwords out) found in
     it (0–1; 1.0 for a question with no content words). At 0 the documents don't talk
     about what is asked."""
-    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
-    words = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
+    return coverage_signals(question, passages, idf)["coverage"]
+
+
+def coverage_signals(
+    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
+) -> dict[str, float]:
+    """`coverage`: the idf-weighted share of the question's content terms that the best
+    single sentence of `passages` holds (see question_coverage); `passage_coverage`: the
+    same for the best whole passage."""
+    words = _content_terms(question)
     total = sum(idf(t) for t in words)
     if total <= 0:
-        return 1.0
+        return {"coverage": 1.0, "passage_coverage": 1.0}
+    best_sentence = best_passage = 0.0
+    for passage in passages:
+        seen: set[str] = set()
+        for sentence in split_sentences(passage.text):
+            found = words & set(tokenize(sentence, stopwords=True))
+            seen |= found
+            best_sentence = max(best_sentence, sum(idf(t) for t in found) / total)
+        best_passage = max(best_passage, sum(idf(t) for t in seen) / total)
+    return {"coverage": best_sentence, "passage_coverage": best_passage}
+
+
+def answer_coverage(
+    question: str, answer: str, passages: Sequence[Passage], idf: Callable[[str], float]
+) -> float:
+    """How well the sentence the answer comes from matches the question: the best
+    idf-weighted share of the question's content terms among the sentences of `passages`
+    that hold every content term of the answer (0.0 when no sentence holds the answer:
+    it was not read there). SQuAD 2.0's unanswerable questions are written against a real
+    paragraph with one detail changed, so their answer's sentence tends to miss a term."""
+    wanted = set(tokenize(answer, stopwords=True))
+    words = _content_terms(question) - wanted
+    total = sum(idf(t) for t in words)
+    if not wanted:
+        return 0.0
     best = 0.0
     for passage in passages:
         for sentence in split_sentences(passage.text):
-            found = words & set(tokenize(sentence, stopwords=True))
-            best = max(best, sum(idf(t) for t in found) / total)
+            terms = set(tokenize(sentence, stopwords=True))
+            if wanted <= terms:
+                if total <= 0:
+                    return 1.0
+                best = max(best, sum(idf(t) for t in words & terms) / total)
     return best
 
 
@@ -177,7 +217,8 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     """The abstention verdict over the signals known so far; a signal not (yet) there
     decides nothing, so the same function runs before the model (retrieval signals only:
     `passages`, `coverage`) and after it (`model_abstained`: 1.0 when the model's answer is
-    empty or says the documents don't hold it; `verify`; `no_answer`).
+    empty or says the documents don't hold it; `verify`; `no_answer`, not for answers to
+    `explain` questions).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -190,7 +231,8 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     verify = signals.get("verify")
     if verify is not None and thresholds.verify is not None and verify < thresholds.verify:
         return Decision(True, "verify")
-    no_answer = signals.get("no_answer")
+    # The no-answer score is calibrated on short spans: an explanation's is not comparable.
+    no_answer = None if signals.get("explain") else signals.get("no_answer")
     if (
         no_answer is not None
         and thresholds.no_answer is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from ragchat.answer.abstention import ABSTAIN
 from ragchat.answer.citations import page_label
@@ -67,6 +68,51 @@ FEW_SHOT: tuple[Turn, ...] = (
 )
 
 
+QuestionKind = Literal["lookup", "explain"]
+
+# Questions that ask for an account rather than a name, number or date. "how" counts
+# unless it asks for a quantity ("how many", "how long", ...).
+_EXPLAIN = re.compile(
+    r"\b(describe|describing|explain|explaining|summari[sz]e|summary|compare|comparing|"
+    r"contrast|outline|discuss|list|overview|why|what happened|tell me about|"
+    r"in what ways?|how(?!\s+(?:many|much|long|old|far|big|tall|often|large|high|deep|wide|"
+    r"fast|few|soon|early|late|heavy|large)\b))\b",
+    re.IGNORECASE,
+)
+
+
+def question_kind(question: str) -> QuestionKind:
+    """ "explain" for questions that ask to describe, explain, compare, summarise, list, or
+    ask why / how; "lookup" for the rest (who, when, how many, what is the name ...)."""
+    return "explain" if _EXPLAIN.search(question) else "lookup"
+
+
+EXPLAIN_SYSTEM_PROMPT = (
+    "You answer questions using only the numbered passages the user gives. Answer in one "
+    "to four sentences, as few as the question needs, using the words of the passages, "
+    "and end each sentence with the number of the passage it comes from, like [2]. If the "
+    f"passages do not contain the answer, say: {ABSTAIN}"
+)
+_EXPLAIN_EXAMPLE_PASSAGES = (
+    "[1] (guide.pdf p.2) The city museum opened in 1857 with 300 paintings. A fire in 1901 "
+    "destroyed its east wing.\n\n"
+    "[2] (guide.pdf p.3) After the fire the museum was rebuilt in stone, and it reopened in "
+    "1905 with a new library."
+)
+EXPLAIN_FEW_SHOT: tuple[Turn, ...] = (
+    Turn(
+        f"Passages:\n{_EXPLAIN_EXAMPLE_PASSAGES}\n\nQuestion: What happened to the museum "
+        "after it opened?",
+        "A fire in 1901 destroyed its east wing [1]. It was rebuilt in stone and reopened in "
+        "1905 with a new library [2].",
+    ),
+)
+_PROMPTS: dict[str, tuple[str, tuple[Turn, ...]]] = {
+    "lookup": (SYSTEM_PROMPT, FEW_SHOT),
+    "explain": (EXPLAIN_SYSTEM_PROMPT, EXPLAIN_FEW_SHOT),
+}
+
+
 def format_passage(number: int, passage: Passage, text: str | None = None) -> str:
     """`[n] (file.pdf p.3) text`, whitespace collapsed."""
     body = " ".join((passage.text if text is None else text).split())
@@ -86,6 +132,7 @@ def rag_messages(
     blocks: Sequence[str],
     history: Sequence[Turn] | None = None,
     examples: Sequence[Turn] = FEW_SHOT,
+    system: str = SYSTEM_PROMPT,
 ) -> list[Message]:
     """System instruction, worked examples, earlier turns, then passages + question as the
     last user turn."""
@@ -94,7 +141,7 @@ def rag_messages(
     if QUESTION_SUFFIX:
         user += f"\n\n{QUESTION_SUFFIX}"
     return [
-        Message("system", SYSTEM_PROMPT),
+        Message("system", system),
         *_history_messages(examples),
         *_history_messages(history),
         Message("user", user),
@@ -109,17 +156,19 @@ def build_rag_prompt(
     count_tokens: Callable[[str], int],
     budget_tokens: int,
     history: Sequence[Turn] | None = None,
+    kind: QuestionKind = "lookup",
 ) -> RagPrompt:
     """The answer prompt with as many passages as fit in `budget_tokens` (the prompt's token
     budget: context window minus answer room), taken best first in the given order; a
     passage too long for what is left is skipped for later, shorter ones, except that the
-    first is cut to fit when nothing else would. Passages are renumbered 1.. as included."""
-    examples: Sequence[Turn] = FEW_SHOT
-    fixed = count_tokens(fmt.render(rag_messages(question, [], history, examples)))
+    first is cut to fit when nothing else would. Passages are renumbered 1.. as included.
+    `kind` picks the instruction: a short exact span, or 1–4 cited sentences."""
+    system, examples = _PROMPTS[kind]
+    fixed = count_tokens(fmt.render(rag_messages(question, [], history, examples, system)))
     first = count_tokens(format_passage(1, passages[0])) if passages else 0
     if fixed + min(first, 128) > budget_tokens:  # a small window: passages matter more
         examples = ()
-        fixed = count_tokens(fmt.render(rag_messages(question, [], history, examples)))
+        fixed = count_tokens(fmt.render(rag_messages(question, [], history, examples, system)))
     remaining = budget_tokens - fixed
     chosen: list[tuple[Passage, str]] = []  # passage, (possibly cut) text
     for passage in passages:
@@ -135,7 +184,7 @@ def build_rag_prompt(
                 remaining -= count_tokens(format_passage(1, passage, text)) + 2
     while True:
         blocks = [format_passage(i + 1, p, t) for i, (p, t) in enumerate(chosen)]
-        text = fmt.render(rag_messages(question, blocks, history, examples))
+        text = fmt.render(rag_messages(question, blocks, history, examples, system))
         tokens = count_tokens(text)
         # Token counts of pieces don't add up exactly (merges across boundaries).
         if tokens <= budget_tokens or not chosen:
@@ -213,25 +262,39 @@ _LEAD_INS = re.compile(
 )
 
 
+# An explanation keeps at most this many sentences.
+MAX_SENTENCES = 4
+
+
 _SENTENCE_END = re.compile(
     r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No))\.(\s*\[[^\]]*\])*\s+(?=[A-Z])"
 )
 
 
-def clean_answer(raw: str) -> str:
-    """The model's answer without lead-ins ("According to the passages,", "The answer is")
-    and without anything after its first line or first sentence (small models restate or
-    ramble); citation markers [n] are kept."""
+def clean_answer(raw: str, kind: QuestionKind = "lookup") -> str:
+    """The model's answer without lead-ins ("According to the passages,", "The answer is");
+    citation markers [n] are kept. A lookup keeps its first line and first sentence (small
+    models restate or ramble); an explanation keeps up to MAX_SENTENCES whole sentences,
+    across lines, without a last sentence cut off by the token limit."""
     text = raw.strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    text = lines[0].strip() if lines else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if kind == "explain":
+        text = " ".join(line.lstrip("-*• ").strip() for line in lines)
+    else:
+        text = lines[0] if lines else ""
     previous = None
     while previous != text:
         previous = text
         text = _LEAD_INS.sub("", text, count=1)
-    # First sentence: a full stop followed by a capitalised word, keeping markers right
-    # after it ("… in 1857 [1]. It …" -> "… in 1857 [1].").
-    match = _SENTENCE_END.search(text)
-    if match:
-        text = text[: match.end()].rstrip()
+    ends = list(_SENTENCE_END.finditer(text))
+    if kind == "lookup":
+        # First sentence: a full stop followed by a capitalised word, keeping markers right
+        # after it ("… in 1857 [1]. It …" -> "… in 1857 [1].").
+        if ends:
+            text = text[: ends[0].end()].rstrip()
+        return text.strip()
+    if len(ends) >= MAX_SENTENCES:
+        text = text[: ends[MAX_SENTENCES - 1].end()].rstrip()
+    elif ends and not re.search(r"[.!?。](\s*\[[^\]]*\])*\s*$", text):
+        text = text[: ends[-1].end()].rstrip()  # drop an unfinished last sentence
     return text.strip()

@@ -14,10 +14,11 @@ from ragchat.answer.abstention import (
     DEFAULT_THRESHOLDS,
     Decision,
     Thresholds,
+    answer_coverage,
     answer_signals,
+    coverage_signals,
     decide,
     is_abstention,
-    question_coverage,
     thresholds_for,
     verify_margin,
 )
@@ -30,6 +31,7 @@ from ragchat.answer.prompts import (
     Turn,
     build_rag_prompt,
     clean_answer,
+    question_kind,
     verify_prompt,
 )
 from ragchat.records import Passage
@@ -50,8 +52,9 @@ class AnswerPolicy:
     # distracts a small model.
     max_prompt_tokens: int = 800
     # Give the model only this many question-ranked sentences of the retrieved passages
-    # (focus.py); 0 gives whole passages.
+    # (focus.py); 0 gives whole passages. An explanation gets `explain_sentences`.
     focus_sentences: int = 3
+    explain_sentences: int = 8
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     # Run the yes/no verification pass (1–2 s) and record its margin in signals["verify"];
     # None: only while the verify threshold can decide.
@@ -64,6 +67,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
     return AnswerPolicy(
         max_prompt_tokens=settings.max_prompt_tokens,
         focus_sentences=settings.focus_sentences,
+        explain_sentences=settings.explain_sentences,
         thresholds=thresholds_for(
             getattr(generator, "preset", None),
             min_coverage=settings.min_coverage,
@@ -117,12 +121,14 @@ def answer(
     k: int = 5,
     max_new_tokens: int = 160,
     history: Sequence[Turn] = (),
+    on_query: Callable[[str], None] | None = None,
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     load_s: float = 0.0,
     policy: AnswerPolicy | None = None,
 ) -> Answer:
-    """Answer `question` from the `k` best passages. Streams display text to `on_text`;
+    """Answer `question` from the `k` best passages. `on_query` hears the query searched
+    with (the standalone rewrite of a follow-up). Streams display text to `on_text`;
     `cancel` stops generation early (the partial answer is returned, `cancelled` set).
     `policy` defaults to AnswerPolicy() with the generator's preset thresholds."""
     if policy is None:
@@ -134,31 +140,40 @@ def answer(
     started = time.perf_counter()
     query = standalone(question, history, generator)
     condensed = time.perf_counter()
-    retrieved = retriever.search(query, k)
+    if on_query is not None:
+        on_query(query)
+    retrieved, evidence = retriever.search_with_evidence(query, k)
     retrieve_s = time.perf_counter() - condensed
-    signals: dict[str, float] = {"passages": float(len(retrieved))}
+    signals: dict[str, float] = {"passages": float(len(retrieved)), **evidence}
     store = getattr(retriever, "store", None)
     if store is not None and retrieved:
-        signals["coverage"] = round(
-            question_coverage(query, retrieved, store.lexical_index().idf), 4
+        idf = store.lexical_index().idf
+        signals.update(
+            {name: round(v, 4) for name, v in coverage_signals(query, retrieved, idf).items()}
         )
     verdict = decide(signals, thresholds)
     if verdict.abstain:
         return _abstain(question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict)
 
+    kind = question_kind(query)
+    signals["explain"] = float(kind == "explain")
     budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
     given = retrieved
     embedder = getattr(retriever, "embedder", None)
-    if policy.focus_sentences and embedder is not None:
-        given = focus_passages(query, retrieved, embedder, sentences=policy.focus_sentences)
+    sentences = policy.explain_sentences if kind == "explain" else policy.focus_sentences
+    if sentences and embedder is not None:
+        given = focus_passages(query, retrieved, embedder, sentences=sentences)
     prompt = build_rag_prompt(
         query,
         given,
         fmt=generator.prompt_format,
         count_tokens=generator.count_tokens,
         budget_tokens=budget,
+        kind=kind,
     )
-    stream = CitationStream(prompt.passages, on_text) if on_text else None
+    # A lookup is a few tokens: it is shown once decided, so a guess is never shown and
+    # then withdrawn. An explanation streams as it is written.
+    stream = CitationStream(prompt.passages, on_text) if on_text and kind == "explain" else None
     pieces: list[str] = []
     gen_started = time.perf_counter()
     first_token_s: float | None = None
@@ -175,7 +190,7 @@ def answer(
     if stream:
         stream.close()
     raw = "".join(pieces).strip()
-    cleaned = clean_answer(raw)
+    cleaned = clean_answer(raw, kind)
     text, citations = render_citations(cleaned, prompt.passages)
     stats = generator.last_stats
     if scoring and stats is not None and stats.continuation_logprobs:
@@ -188,6 +203,13 @@ def answer(
             )
         )
     signals["model_abstained"] = float(not cleaned or is_abstention(raw))
+    if store is not None and not signals["model_abstained"] and kind == "lookup":
+        signals["answer_coverage"] = round(
+            answer_coverage(
+                query, strip_citations(cleaned), prompt.passages, store.lexical_index().idf
+            ),
+            4,
+        )
     if verify_answers and scoring and "no_answer" in signals and not signals["model_abstained"]:
         evidence = _evidence(citations, prompt.passages)
         margin = verify(query, strip_citations(cleaned), evidence, generator)
@@ -195,10 +217,11 @@ def answer(
             signals["verify"] = margin
     verdict = decide(signals, thresholds)
     if verdict.abstain:
-        if on_text and verdict.rule != "model":
-            # The guess was already streamed; the verdict replaces it as the answer.
-            on_text(f"\n{ABSTAIN}")
         text, citations = ABSTAIN, []
+    if on_text and stream is None:
+        on_text(text)
+    elif on_text and verdict.abstain and verdict.rule != "model":
+        on_text(f"\n{ABSTAIN}")  # the streamed explanation failed its check
     whole = {p.chunk_id: p for p in retrieved}
     return Answer(
         question=question,

@@ -62,6 +62,11 @@ def register(sub: Any) -> None:
     p.add_argument("questions", nargs="+", type=Path, metavar="QUESTIONS.jsonl")
     p.add_argument("--docs", type=Path, help="ingest this folder into the index first")
     p.add_argument("--retrieval-only", action="store_true", help="don't load the model")
+    p.add_argument(
+        "--off-topic",
+        action="store_true",
+        help="the questions are about something the index does not hold: score abstention",
+    )
     p.add_argument("--limit", type=int, help="use the first N questions of each file")
     p.add_argument("--report", type=Path, help="write one JSON line per question here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -93,7 +98,7 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         "-m",
-        help="preset (qwen0.5b default, smollm2, qwen1.5b, phi-2), a model folder, a "
+        help="preset (qwen1.5b default, qwen0.5b fast, smollm2, phi-2), a model folder, a "
         ".gguf file, or a hub id with --allow-download",
     )
     add_retrieval_options(p, k_help="passages to retrieve (default 5)")
@@ -262,7 +267,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     questions = []
     for path in args.questions:
         try:
-            loaded = load_questions(path)
+            loaded = load_questions(path, off_topic=args.off_topic)
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read questions from {path}: {exc}") from exc
         questions += loaded[: args.limit] if args.limit else loaded
@@ -311,18 +316,27 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         emit_json(summary)
         return 0
     r = report.retrieval
-    print(
-        f"retrieval ({settings.retrieval}, {r['n']} answerable questions): "
-        f"hit@1 {r['hit@1']:.3f}  hit@5 {r['hit@5']:.3f}  MRR {r['mrr']:.3f}"
-    )
+    if r["n"]:
+        print(
+            f"retrieval ({settings.retrieval}, {r['n']} questions with a gold page): "
+            f"hit@1 {r['hit@1']:.3f}  hit@5 {r['hit@5']:.3f}  MRR {r['mrr']:.3f}"
+        )
     if report.answers:
         a = report.answers
-        print(
-            f"answers ({settings.model}): EM {_f(a['em'])}  F1 {_f(a['f1'])}  contains "
-            f"{_f(a['contains'])}  answered {_f(a['answered'])}  mean words "
-            f"{_f(a['mean_words'], 1)}  abstained on unanswerable "
-            f"{_f(a['abstain_unanswerable'])} (n={a['n_unanswerable']})"
-        )
+        if a["n_answerable"]:
+            print(
+                f"answers ({settings.model}, n={a['n_answerable']}): EM {_f(a['em'])}  "
+                f"F1 {_f(a['f1'])}  contains {_f(a['contains'])}  ROUGE-L "
+                f"{_f(a['rouge_l'])}  char F1 {_f(a['char_f1'])}  answered "
+                f"{_f(a['answered'])}  mean words {_f(a['mean_words'], 1)}"
+            )
+        if a["n_unanswerable"]:
+            print(
+                f"abstained on unanswerable: {_f(a['abstain_unanswerable'])} "
+                f"(n={a['n_unanswerable']})"
+            )
+        if a["n_off_topic"]:
+            print(f"abstained on off-topic: {_f(a['abstain_off_topic'])} (n={a['n_off_topic']})")
     for name, lat in report.latency.items():
         print(f"latency {name}: p50 {lat['p50']:.3f}s  p95 {lat['p95']:.3f}s")
     return 0

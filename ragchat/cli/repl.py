@@ -28,7 +28,6 @@ from ragchat.answer.citations import page_label
 from ragchat.answer.prompts import Turn
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
-from ragchat.records import Passage
 from ragchat.retrieval.retriever import Retriever
 
 if TYPE_CHECKING:
@@ -138,14 +137,12 @@ class Loading(Generic[T]):
         return self._done.wait(timeout)
 
     def result(self) -> T:
-        """The loaded value (waits for it); raises the loading error as a RagchatError."""
+        """The loaded value (waits for it); raises the error loading raised."""
         self._done.wait()
         if self.error is not None:
-            if isinstance(self.error, RagchatError):
-                raise self.error
-            raise RagchatError(
-                f"loading {self.what} failed: {type(self.error).__name__}: {self.error}"
-            ) from self.error
+            # A RagchatError is the user's to read; anything else is a bug and keeps its
+            # traceback.
+            raise self.error
         assert self.value is not None  # set whenever error is None
         return self.value
 
@@ -162,12 +159,14 @@ class Loading(Generic[T]):
         return text
 
 
-def open_index(index_path: Path, settings: Settings) -> Loading[ChatRetriever]:
+def open_index(index_path: Path, settings: Settings) -> Loading[Retriever]:
     """Start opening the index at `index_path` (its embedder loads) in the background."""
 
-    def load(on_progress: ProgressCallback) -> ChatRetriever:
+    def load(on_progress: ProgressCallback) -> Retriever:
+        from ragchat.retrieval.retriever import open_retriever
+
         _quiet_libraries(settings)
-        return ChatRetriever.open(index_path, settings)
+        return open_retriever(index_path, settings)
 
     return Loading(f"index {index_path.name}", load)
 
@@ -182,26 +181,6 @@ def load_model(spec: str, settings: Settings, after: Loading[Any] | None) -> Loa
         return load_generator(spec, settings.replace(model=spec), on_progress)
 
     return Loading(f"model {spec}", load, after)
-
-
-class ChatRetriever(Retriever):
-    """A Retriever that tells the console which query it searched with, so the rewritten
-    standalone form of a follow-up can be shown before its answer streams."""
-
-    on_query: Callable[[str], None] | None = None
-
-    @classmethod
-    def open(cls, index_path: Path, settings: Settings) -> ChatRetriever:
-        """Open the index at `index_path` (see retriever.open_retriever)."""
-        from ragchat.retrieval.retriever import open_retriever
-
-        plain = open_retriever(index_path, settings)
-        return cls(plain.store, plain.embedder, plain.method)
-
-    def search(self, query: str, k: int) -> list[Passage]:
-        if self.on_query is not None:
-            self.on_query(query)
-        return super().search(query, k)
 
 
 class SlashCompleter(Completer):
@@ -352,7 +331,7 @@ class ChatConsole:
                         self._note("/model NAME loads another model")
 
     @staticmethod
-    def _close_index(index: Loading[ChatRetriever]) -> None:
+    def _close_index(index: Loading[Retriever]) -> None:
         """Close a retriever once it has opened (a load still running is left to finish)."""
         if index.done and index.value is not None:
             index.value.close()
@@ -417,22 +396,19 @@ class ChatConsole:
                 events.put(("loaded", loading))
             retriever = self.index.result()
             generator = self.model.result()
-            retriever.on_query = lambda query: events.put(("query", query))
-            try:
-                result = answer(
-                    question,
-                    retriever,
-                    generator,
-                    k=k,
-                    max_new_tokens=self.settings.max_new_tokens,
-                    history=history,
-                    on_text=lambda text: events.put(("text", text)),
-                    cancel=cancel,
-                    load_s=waited,
-                    policy=policy_for(self.settings, generator),
-                )
-            finally:
-                retriever.on_query = None
+            result = answer(
+                question,
+                retriever,
+                generator,
+                k=k,
+                max_new_tokens=self.settings.max_new_tokens,
+                history=history,
+                on_query=lambda query: events.put(("query", query)),
+                on_text=lambda text: events.put(("text", text)),
+                cancel=cancel,
+                load_s=waited,
+                policy=policy_for(self.settings, generator),
+            )
             events.put(("done", result))
         except BaseException as exc:  # handed to the main thread, which decides
             events.put(("error", exc))

@@ -8,6 +8,7 @@ take the max over the gold answers).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,10 +33,19 @@ class Question:
     title: str = ""
     para_index: int = -1
     answerable: bool = True
+    # Asked over an index that holds nothing about it: the right answer is to abstain.
+    off_topic: bool = False
+
+    @property
+    def has_gold_page(self) -> bool:
+        """Whether retrieval can be scored (NarrativeQA questions have no gold page)."""
+        return self.answerable and not self.off_topic and self.page > 0
 
 
-def load_questions(path: Path) -> list[Question]:
-    """Read a questions.jsonl file (the qa-public format), one Question per non-blank line."""
+def load_questions(path: Path, *, off_topic: bool = False) -> list[Question]:
+    """Read a questions.jsonl file (the qa-public format; `page`/`pages` may be missing, as
+    in plays-public), one Question per non-blank line. `off_topic` marks every question as
+    one the index cannot answer (so does a row's own "off_topic": true)."""
     questions: list[Question] = []
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
@@ -43,7 +53,7 @@ def load_questions(path: Path) -> list[Question]:
                 continue
             try:
                 row = json.loads(line)
-                page = int(row["page"])
+                page = int(row.get("page") or 0)
                 pages = [int(p) for p in row.get("pages") or [page]]
                 answers = tuple(str(a) for a in row.get("answers") or ())
                 questions.append(
@@ -58,6 +68,7 @@ def load_questions(path: Path) -> list[Question]:
                         title=str(row.get("title", "")),
                         para_index=int(row.get("para_index", -1)),
                         answerable=bool(row.get("answerable", bool(answers))),
+                        off_topic=off_topic or bool(row.get("off_topic", False)),
                     )
                 )
             except (ValueError, KeyError, TypeError) as exc:
@@ -103,6 +114,53 @@ def contains(prediction: str, answers: Sequence[str]) -> float:
     prediction (a lenient score for verbose answers); 0.0 with no gold answers."""
     text = normalize_answer(prediction)
     return float(any(_contains_words(text, normalize_answer(a)) for a in answers))
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(prediction: str, answers: Sequence[str], beta: float = 1.2) -> float:
+    """ROUGE-L as NarrativeQA scores free-form answers: the LCS F-measure of the normalised
+    tokens (recall weighted by beta = 1.2), max over the references; 0.0 without any."""
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize_answer(answer).split()
+        lcs = _lcs(pred, gold) if pred and gold else 0
+        if lcs == 0:
+            continue
+        precision, recall = lcs / len(pred), lcs / len(gold)
+        score = (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
+        best = max(best, score)
+    return best
+
+
+# Removed before a character F1: whitespace and punctuation, ASCII and CJK.
+_NOT_CHARS = re.compile(
+    r"[\s!-/:-@\[-`{-~、。，．・「」『』（）【】〈〉《》〔〕？！：；＝～―…‥＂＇]"
+)
+
+
+def char_f1(prediction: str, answers: Sequence[str]) -> float:
+    """Character F1 as JGLUE scores JSQuAD: the answer's characters without whitespace or
+    punctuation, as a bag, F1 against each reference, max over them."""
+    pred = Counter(_NOT_CHARS.sub("", prediction.lower()))
+    best = 0.0
+    for answer in answers:
+        gold = Counter(_NOT_CHARS.sub("", answer.lower()))
+        same = sum((pred & gold).values())
+        if same:
+            p, r = same / sum(pred.values()), same / sum(gold.values())
+            best = max(best, 2 * p * r / (p + r))
+    return best
 
 
 def passage_hit(question: Question, doc: str, page: int, page_end: int, text: str) -> bool:
@@ -152,18 +210,24 @@ def answer_metrics(
     questions: Sequence[Question], predictions: Sequence[str], abstained: Sequence[bool]
 ) -> dict[str, float | None]:
     """Aggregate answer quality. Over answerable questions: mean EM, F1 and contains (an
-    abstention scores as the empty answer), the share answered, and n_answerable. Over
-    all answers given: mean_words. Over unanswerable questions: the share abstained
-    (abstain_unanswerable, None without such questions) and n_unanswerable."""
+    abstention scores as the empty answer), ROUGE-L (free-form references), character F1
+    (Japanese), the share answered, and n_answerable. Over all answers given: mean_words.
+    Over unanswerable questions: the share abstained (abstain_unanswerable, None without
+    such questions); the same over off-topic ones (abstain_off_topic)."""
     if not len(questions) == len(predictions) == len(abstained):
         raise ValueError("questions, predictions and abstained must have the same length")
     answerable = [
         (q, "" if a else p)
         for q, p, a in zip(questions, predictions, abstained, strict=True)
-        if q.answerable
+        if q.answerable and not q.off_topic
     ]
-    answered_flags = [not a for q, a in zip(questions, abstained, strict=True) if q.answerable]
-    unanswerable = [a for q, a in zip(questions, abstained, strict=True) if not q.answerable]
+    answered_flags = [
+        not a for q, a in zip(questions, abstained, strict=True) if q.answerable and not q.off_topic
+    ]
+    unanswerable = [
+        a for q, a in zip(questions, abstained, strict=True) if not q.answerable and not q.off_topic
+    ]
+    off_topic = [a for q, a in zip(questions, abstained, strict=True) if q.off_topic]
     given = [p for p, a in zip(predictions, abstained, strict=True) if not a]
 
     def mean(values: Sequence[float]) -> float | None:
@@ -173,11 +237,15 @@ def answer_metrics(
         "em": mean([exact_match(p, q.answers) for q, p in answerable]),
         "f1": mean([token_f1(p, q.answers) for q, p in answerable]),
         "contains": mean([contains(p, q.answers) for q, p in answerable]),
+        "rouge_l": mean([rouge_l(p, q.answers) for q, p in answerable]),
+        "char_f1": mean([char_f1(p, q.answers) for q, p in answerable]),
         "answered": mean([float(f) for f in answered_flags]),
         "mean_words": mean([float(len(p.split())) for p in given]),
         "abstain_unanswerable": mean([float(a) for a in unanswerable]),
+        "abstain_off_topic": mean([float(a) for a in off_topic]),
         "n_answerable": len(answerable),
         "n_unanswerable": len(unanswerable),
+        "n_off_topic": len(off_topic),
     }
 
 

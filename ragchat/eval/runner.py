@@ -12,10 +12,12 @@ from ragchat.answer.citations import strip_citations
 from ragchat.eval.metrics import (
     Question,
     answer_metrics,
+    char_f1,
     contains,
     first_hit_rank,
     latency_percentiles,
     retrieval_metrics,
+    rouge_l,
     token_f1,
 )
 
@@ -73,11 +75,12 @@ def run_eval(
         passages = retriever.search(q.question, max(EVAL_K, k))
         retrieve_s.append(time.perf_counter() - t0)
         results.append(passages)
-        rank = first_hit_rank(q, passages) if q.answerable else None
+        rank = first_hit_rank(q, passages) if q.has_gold_page else None
         row: dict[str, Any] = {
             "id": q.id,
             "question": q.question,
             "answerable": q.answerable,
+            "off_topic": q.off_topic,
             "gold": {"doc": q.doc, "pages": list(q.pages), "answers": list(q.answers)},
             "hit_rank": rank,
             "top": [
@@ -95,11 +98,15 @@ def run_eval(
             answer_s.append(result.timings.total_s)
             if result.timings.first_token_s is not None:
                 first_token_s.append(result.timings.first_token_s)
+            scored = q.answerable and not q.off_topic
             row.update(
                 answer=prediction,
                 abstained=result.abstained,
-                f1=round(token_f1(prediction, q.answers), 3) if q.answerable else None,
-                contains=contains(prediction, q.answers) if q.answerable else None,
+                decided_by=result.decided_by,
+                f1=round(token_f1(prediction, q.answers), 3) if scored else None,
+                contains=contains(prediction, q.answers) if scored else None,
+                rouge_l=round(rouge_l(prediction, q.answers), 3) if scored else None,
+                char_f1=round(char_f1(prediction, q.answers), 3) if scored else None,
                 seconds=round(result.timings.total_s, 2),
                 tok_per_s=round(result.timings.tok_per_s, 1),
                 signals={k: round(v, 4) for k, v in result.signals.items()},
@@ -108,7 +115,7 @@ def run_eval(
         if on_question:
             on_question(i + 1, len(questions))
 
-    answerable = [(q, r) for q, r in zip(questions, results, strict=True) if q.answerable]
+    answerable = [(q, r) for q, r in zip(questions, results, strict=True) if q.has_gold_page]
     retrieval = retrieval_metrics([q for q, _ in answerable], [r for _, r in answerable])
     latency = {"retrieve_s": latency_percentiles(retrieve_s)} if retrieve_s else {}
     answers = None

@@ -36,21 +36,30 @@ class Retriever:
 
     def search(self, query: str, k: int) -> list[Passage]:
         """The `k` best passages for `query`, best first (score: higher is better)."""
+        return self.search_with_evidence(query, k)[0]
+
+    def search_with_evidence(self, query: str, k: int) -> tuple[list[Passage], dict[str, float]]:
+        """`search`, and what the rankings say about how well the index covers the query:
+        `dense_top`, the best passage's cosine similarity to the query, and (hybrid)
+        `agreement`, the share of the dense top 5 that BM25 also ranks in its top 5."""
         query = query.strip()
         if not query or k <= 0:
-            return []
+            return [], {}
         n = max(k, MIN_CANDIDATES)
-        if self.method == "dense":
-            return self.store.passages(self._dense(query, k))
         if self.method == "bm25":
-            return self.store.passages(self.store.lexical_index().search(query, k))
+            return self.store.passages(self.store.lexical_index().search(query, k)), {}
+        dense = self._dense(query, n)
+        evidence = {"dense_top": round(dense[0][1], 4)} if dense else {}
+        if self.method == "dense":
+            return self.store.passages(dense[:k]), evidence
         from ragchat.retrieval.fusion import fuse
 
-        rankings = {
-            "dense": self._dense(query, n),
-            "bm25": self.store.lexical_index().search(query, n),
-        }
-        return self.store.passages(fuse(rankings, limit=k))
+        bm25 = self.store.lexical_index().search(query, n)
+        top_dense = {i for i, _ in dense[:5]}
+        if top_dense:
+            shared = top_dense & {i for i, _ in bm25[:5]}
+            evidence["agreement"] = round(len(shared) / len(top_dense), 4)
+        return self.store.passages(fuse({"dense": dense, "bm25": bm25}, limit=k)), evidence
 
     def _dense(self, query: str, n: int) -> list[tuple[int, float]]:
         vector = self.embedder.embed([query], kind="query")[0]

@@ -1,0 +1,143 @@
+"""Retrieval-level abstention signals on questions the index can and cannot answer, for
+calibrating the off-topic rule in ragchat/answer/abstention.py. No language model runs.
+
+    python bench/offtopic.py --report offtopic.jsonl        # compute the signals (minutes)
+    python bench/offtopic.py --analyse offtopic.jsonl       # the trade-off table
+
+Pairs (index ← questions), all from ../shared/bench:
+  qa      ← qa-public answerable (on-topic), SQuAD 2.0 unanswerable (near-miss),
+            plays-public and ja-public questions (off-topic)
+  qa-half ← qa-public questions on its 10 articles (on-topic) and on the 10 left out
+            (off-topic: SQuAD questions about other articles, the held-out off-topic case)
+  plays   ← plays-public questions (on-topic), qa-public questions (off-topic)
+  ja      ← ja-public questions (on-topic), qa-public questions (off-topic)
+Indexes are built once under /tmp/ragchat-offtopic (qa-half is the qa index with half its
+sources removed, so no PDF is embedded twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ragchat.config import load_settings  # noqa: E402
+from ragchat.eval.metrics import load_questions  # noqa: E402
+
+BENCH = REPO.parent / "shared" / "bench"
+WORK = Path("/tmp/ragchat-offtopic")
+SIGNALS = ("coverage", "passage_coverage", "dense_top", "agreement")
+
+
+def build_indexes(settings) -> dict[str, Path]:
+    from ragchat.ingest.pipeline import ingest, remove
+
+    indexes = {}
+    for name, docs in (
+        ("qa", BENCH / "qa-public" / "docs"),
+        ("plays", BENCH / "plays-public" / "docs"),
+        ("ja", BENCH / "ja-public" / "docs"),
+    ):
+        path = WORK / name
+        if not (path / "manifest.json").exists():
+            t0 = time.perf_counter()
+            ingest([docs], path, settings)
+            print(f"indexed {name} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        indexes[name] = path
+    half = WORK / "qa-half"
+    if not (half / "manifest.json").exists():
+        shutil.copytree(WORK / "qa", half, ignore=shutil.ignore_patterns(".lock"))
+        remove(half, sorted(p.name for p in (BENCH / "qa-public" / "docs").glob("*.pdf"))[1::2])
+    indexes["qa-half"] = half
+    return indexes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--report", type=Path, help="write one JSON line per question here")
+    ap.add_argument("--analyse", type=Path, nargs="+", metavar="REPORT")
+    ap.add_argument("-k", type=int, default=5)
+    args = ap.parse_args()
+    if args.analyse:
+        analyse([json.loads(line) for p in args.analyse for line in p.read_text().splitlines()])
+        return 0
+    settings = load_settings({})
+    WORK.mkdir(parents=True, exist_ok=True)
+    indexes = build_indexes(settings)
+    qa = load_questions(BENCH / "qa-public" / "questions.jsonl")
+    unanswerable = load_questions(BENCH / "qa-public" / "questions_unanswerable.jsonl")
+    plays = load_questions(BENCH / "plays-public" / "questions.jsonl")
+    ja = load_questions(BENCH / "ja-public" / "questions.jsonl")
+    kept = {p.name for p in (BENCH / "qa-public" / "docs").glob("*.pdf")}
+    kept = set(sorted(kept)[0::2])
+    pairs = [
+        ("qa", "on", qa),
+        ("qa", "near", unanswerable),
+        ("qa", "off", plays + ja),
+        ("qa-half", "on", [q for q in qa if q.doc in kept]),
+        ("qa-half", "off", [q for q in qa if q.doc not in kept]),
+        ("plays", "on", plays),
+        ("plays", "off", qa),
+        ("ja", "on", ja),
+        ("ja", "off", qa),
+    ]
+    out = open(args.report, "w", encoding="utf-8") if args.report else sys.stdout  # noqa: SIM115
+    from ragchat.answer.abstention import coverage_signals
+    from ragchat.retrieval.retriever import open_retriever
+
+    for index, kind, questions in pairs:
+        retriever = open_retriever(indexes[index], settings)
+        idf = retriever.store.lexical_index().idf
+        for q in questions:
+            passages, evidence = retriever.search_with_evidence(q.question, args.k)
+            signals = {**evidence, **coverage_signals(q.question, passages, idf)}
+            row = {"index": index, "kind": kind, "id": q.id, "question": q.question}
+            row["signals"] = {k: round(v, 4) for k, v in signals.items()}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+        retriever.close()
+        print(f"{index} <- {kind}: {len(questions)} questions", file=sys.stderr)
+    return 0
+
+
+def analyse(rows: list[dict]) -> None:
+    """For each signal alone: the bar below which abstaining loses at most 1%, 2% and 5% of
+    the on-topic questions, and the share of off-topic / near-miss questions it catches."""
+    on = [r for r in rows if r["kind"] == "on"]
+    for signal in SIGNALS:
+        values = sorted(r["signals"].get(signal, 1.0) for r in on)
+        for loss in (0.01, 0.02, 0.05):
+            bar = values[int(loss * len(values))]
+            caught = {}
+            for kind in ("off", "near"):
+                sel = [r for r in rows if r["kind"] == kind]
+                caught[kind] = sum(r["signals"].get(signal, 1.0) < bar for r in sel) / max(
+                    1, len(sel)
+                )
+            per_index = {
+                i: round(
+                    sum(
+                        r["signals"].get(signal, 1.0) < bar
+                        for r in rows
+                        if r["index"] == i and r["kind"] == "off"
+                    )
+                    / max(1, sum(r["index"] == i and r["kind"] == "off" for r in rows)),
+                    3,
+                )
+                for i in sorted({r["index"] for r in rows})
+            }
+            print(
+                f"{signal:17} lose {loss:4.0%} of on-topic: bar {bar:.4f}  "
+                f"off-topic caught {caught['off']:.3f}  near-miss {caught['near']:.3f}  "
+                f"by index {per_index}"
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
