@@ -3,7 +3,7 @@
 GGUF, context, batch size and thread count): seconds per question and whether the greedy
 answers are identical.
 
-    python bench/openai_server.py                      # qwen0.5b, the sample's questions
+    python bench/openai_server.py                      # qwen1.5b (default), the sample's questions
     python bench/openai_server.py --model smollm2 --threads 2
     python bench/openai_server.py --logprobs           # the server also returns logprobs
 
@@ -36,6 +36,7 @@ QUESTIONS = (
     # scripts/demo.sh
     "Who built the lighthouse?",
     "How far away could the light be seen?",
+    "Describe the history of the lighthouse.",
     "Who won the 1998 football world cup?",
     # tests/test_repl.py
     "When was the lighthouse first lit?",
@@ -51,7 +52,7 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="qwen0.5b")
+    parser.add_argument("--model", default="qwen1.5b")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--logprobs", action="store_true")
