@@ -293,11 +293,12 @@ def test_chat_streams_rewrites_follow_ups_and_stops_on_ctrl_c(
 
     from ragchat.cli.repl import ChatConsole
 
-    settings = remote_settings(chat_server, model_cache, k=3, max_new_tokens=120)
+    settings = remote_settings(chat_server, model_cache, k=3, max_new_tokens=200)
     lines = [
         "When was the lighthouse first lit?",
         "and who was its first keeper?",
-        "Tell me everything about the history of Gull Point lighthouse.",
+        # An explanation: streamed as it is made (a lookup is shown once decided).
+        "Describe the history of Gull Point lighthouse in detail.",
         "/quit",
     ]
     out = CaptureOutput()
