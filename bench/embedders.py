@@ -29,6 +29,23 @@ On the 2 shared cores a full `lm:qwen0.5b` build takes ~25-35 min.
 
 Results go to stdout (a markdown table) and /tmp/ragchat-embedders/results-<subset>.json.
 Write-up: docs/retrieval.md (from /work/notes/bench-embedders.md).
+
+Runtimes side by side (issue 11):
+
+    nice -n 10 python bench/embedders.py --runtimes torch,onnx,onnx-int8 [--rounds 2]
+
+`ragchat ingest` of the qa-public PDFs as a user runs it (a fresh process per ingest, so
+each side pays its own imports and model load, into a fresh index), the runtimes taking
+turns, `--rounds` times; then per runtime: passage hit@1/@5/MRR (hybrid and dense, what
+`ragchat eval --retrieval-only` prints) and the cosine of every chunk vector to the same
+chunk's vector from the first runtime (chunk texts are checked to be identical). Printed
+with the load average before and after.
+
+    nice -n 10 python bench/embedders.py --runtimes torch,onnx,onnx-int8 --embed-speed 128 \
+        --threads 1,2 --rounds 3
+
+The bare embedder alone, per runtime and intra-op thread count, on the same chunks of the
+index the side by side built, interleaved, best of --rounds.
 """
 
 from __future__ import annotations
@@ -394,6 +411,145 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
             )
 
 
+def runtimes_side_by_side(runtimes: list[str], rounds: int, settings: Settings) -> None:
+    """Ingest qa-public with each runtime in turn (fresh process, fresh index), then compare
+    retrieval quality and the vectors against the first runtime's."""
+    import subprocess
+
+    root = Path("/tmp/ragchat-runtimes")
+    docs = QA / "docs"
+    questions = [q for q in load_questions(QA / "questions.jsonl") if q.answerable]
+    print(f"load average before: {os.getloadavg()}")
+    walls: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    cpus: dict[str, list[float]] = {rt: [] for rt in runtimes}
+    reports: dict[str, dict[str, Any]] = {}
+    for r in range(rounds):
+        for rt in runtimes:
+            index = root / rt
+            shutil.rmtree(index, ignore_errors=True)
+            cmd = [sys.executable, "-m", "ragchat", "ingest", str(docs), "--index", str(index)]
+            cmd += ["--embedder-runtime", rt, "--json", "--quiet"]
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            started = time.perf_counter()
+            cpu_before = _children_cpu()
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            walls[rt].append(time.perf_counter() - started)
+            cpus[rt].append(_children_cpu() - cpu_before)
+            if out.returncode not in (0, 3):
+                raise SystemExit(f"{rt}: ingest failed ({out.returncode}): {out.stderr[-2000:]}")
+            reports[rt] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"  round {r + 1} {rt:<10} {walls[rt][-1]:6.1f} s wall, {cpus[rt][-1]:6.1f} s CPU",
+                flush=True,
+            )
+    print(f"load average after ingests: {os.getloadavg()}")
+
+    base_texts: list[str] | None = None
+    base_vectors: np.ndarray | None = None
+    rows = []
+    for rt in runtimes:
+        run_settings = settings.replace(embedder_runtime=rt)
+        with IndexStore.open(root / rt) as store:
+            ids, texts = store.iter_chunk_texts()
+            vectors = stored_vectors(store, ids)
+            made_by = store.config.embedder_runtime
+        if base_texts is None:
+            base_texts, base_vectors = texts, vectors
+        same = texts == base_texts
+        cosine = (vectors * base_vectors).sum(axis=1) if same else np.array([np.nan])
+        metrics = {}
+        for method in ("hybrid", "dense"):
+            retriever = open_retriever(root / rt, run_settings.replace(retrieval=method))
+            try:
+                metrics[method] = ragchat_eval(retriever, questions)
+            finally:
+                retriever.close()
+        pages = sum(f.get("pages") or 0 for f in reports[rt].get("files", []))
+        rows.append(
+            {
+                "runtime": rt,
+                "manifest_runtime": made_by,
+                "wall_s": walls[rt],
+                "cpu_s": cpus[rt],
+                "pages": pages,
+                "chunks": len(texts),
+                "same_chunks_as_first": same,
+                "cosine_min": float(np.min(cosine)),
+                "cosine_mean": float(np.mean(cosine)),
+                "metrics": metrics,
+            }
+        )
+    first = min(walls[runtimes[0]])
+    first_cpu = min(cpus[runtimes[0]])
+    print(
+        f"\n| runtime | manifest | ingest wall (best of {rounds}) | speed-up vs {runtimes[0]} | "
+        "CPU s | CPU speed-up | pages/s | chunks | cosine min / mean | hybrid hit@5 / MRR | "
+        "dense hit@5 / MRR |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    for row in rows:
+        best = min(row["wall_s"])
+        cpu = min(row["cpu_s"])
+        h, d = row["metrics"]["hybrid"], row["metrics"]["dense"]
+        print(
+            f"| {row['runtime']} | {row['manifest_runtime']} | {best:.1f} s | "
+            f"{first / best:.2f}x | {cpu:.1f} | {first_cpu / cpu:.2f}x | "
+            f"{row['pages'] / best:.1f} | {row['chunks']} | "
+            f"{row['cosine_min']:.4f} / {row['cosine_mean']:.4f} | "
+            f"{h['hit@5']:.3f} / {h['mrr']:.3f} | {d['hit@5']:.3f} / {d['mrr']:.3f} |"
+        )
+    print(f"load average at the end: {os.getloadavg()}")
+    (root / "results.json").write_text(json.dumps(rows, indent=1))
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (an ingest process and
+    the PDF workers it waited for): the work done, which the machine's load barely moves."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def embed_speed(
+    runtimes: list[str], threads: list[int], n: int, rounds: int, settings: Settings
+) -> None:
+    """The bare embedder per runtime and thread count on the same n qa-public chunks (from
+    /tmp/ragchat-runtimes/<first runtime>), interleaved, best of `rounds`: the ratio the
+    ingest side by side cannot isolate."""
+    from ragchat.retrieval.embedders import load_embedder
+
+    with IndexStore.open(Path("/tmp/ragchat-runtimes") / runtimes[0]) as store:
+        _, texts = store.iter_chunk_texts()
+    texts = texts[:: max(1, len(texts) // n)][:n]
+    embedders = {
+        (rt, t): load_embedder("minilm", settings.replace(threads=t), runtime=rt)
+        for rt in runtimes
+        for t in threads
+    }
+    print(f"load average before: {os.getloadavg()}; {len(texts)} chunks, batch 32")
+    best = dict.fromkeys(embedders, float("inf"))
+    for _ in range(rounds):
+        for key, embedder in embedders.items():
+            if key[0] == "torch":  # torch's thread count is process-wide: set it each time
+                import torch
+
+                torch.set_num_threads(key[1] or os.cpu_count() or 1)
+            embedder.embed(texts[:8], kind="passage")  # warm
+            started = time.perf_counter()
+            embedder.embed(texts, kind="passage", batch_size=32)
+            best[key] = min(best[key], time.perf_counter() - started)
+    ref = best[(runtimes[0], threads[0])]
+    print(f"| runtime | threads | best of {rounds} | chunks/s | speed-up vs first |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (rt, t), seconds in best.items():
+        print(
+            f"| {rt} | {t or 'default'} | {seconds:.1f} s | {len(texts) / seconds:.1f} | "
+            f"{ref / seconds:.2f}x |"
+        )
+    print(f"load average after: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedders", default=DEFAULT_EMBEDDERS, help="comma-separated specs")
@@ -403,9 +559,27 @@ def main() -> None:
         default="all",
         help='documents: "all", or "k/n" = sorted positions k, k+n, ... (and their questions)',
     )
+    parser.add_argument(
+        "--runtimes", help="e.g. torch,onnx,onnx-int8: ingest speed and quality side by side"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --runtimes")
+    parser.add_argument(
+        "--embed-speed",
+        type=int,
+        metavar="N",
+        help="with --runtimes: only the bare embedder per runtime on N chunks of the index",
+    )
+    parser.add_argument("--threads", default="0", help="with --embed-speed, e.g. 1,2")
     args = parser.parse_args()
     settings = load_settings()
     configure_hub(settings.allow_download)
+    if args.runtimes and args.embed_speed:
+        threads = [int(t) for t in args.threads.split(",")]
+        embed_speed(args.runtimes.split(","), threads, args.embed_speed, args.rounds, settings)
+        return
+    if args.runtimes:
+        runtimes_side_by_side(args.runtimes.split(","), args.rounds, settings)
+        return
     names = {p.name for p in subset_docs(args.subset)}
     questions = [
         q for q in load_questions(QA / "questions.jsonl") if q.answerable and q.doc in names

@@ -2,6 +2,8 @@
 
     python bench/ingest_long.py                      # all 11 manuals (5,510 pages)
     python bench/ingest_long.py --files R-intro.pdf R-exts.pdf
+    python bench/ingest_long.py --files ... --embedder-runtime torch --threads 1
+    python bench/ingest_long.py --probe ../shared/bench/{ja-public/docs,qa-public/docs,pdfs-long}
 
 Prints, in one run:
   1. full `ragchat ingest` (library call, fresh index): wall time, pages/s, chunks/s,
@@ -9,12 +11,17 @@ Prints, in one run:
   2. extraction alone (the same extractor, same worker, no embedding);
   3. the bare embedder alone on exactly the chunks the ingest stored (same model, dtype,
      batch size and threads): the floor ingest can approach;
-and the ratios ingest / bare embedder and extraction / ingest.
+and the ratios ingest / bare embedder and extraction / ingest, with the load average.
+
+--probe DIR...: per file, what the extractor choice measures (CPU ms of pypdf's first page
+and PDFium's per page over the first 3, their ratio, PDFium's share of pypdf's characters
+on page 1) and the order ragchat picks (ragchat/ingest/pdf.py `_cheaper_first`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -37,7 +44,20 @@ def main() -> int:
     parser.add_argument("--files", nargs="*", help="file names inside --bench (default all)")
     parser.add_argument("--extractor", default="pypdf", choices=("pypdf", "pdfium"))
     parser.add_argument("--skip-extract-only", action="store_true")
+    parser.add_argument("--embedder-runtime", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="embedder intra-op threads")
+    parser.add_argument("--probe", nargs="+", type=Path, help="folders: extractor probe table")
+    parser.add_argument(
+        "--extract-compare",
+        nargs="+",
+        type=Path,
+        help="folders: extraction alone, ragchat's per-file choice vs pypdf only, side by side",
+    )
     args = parser.parse_args()
+    if args.probe:
+        return probe_table(args.probe)
+    if args.extract_compare:
+        return extract_compare(args.extract_compare)
     if not args.bench.is_dir():
         print(f"no benchmark material at {args.bench}", file=sys.stderr)
         return 2
@@ -46,7 +66,10 @@ def main() -> int:
     from ragchat.config import load_settings
     from ragchat.hub import configure_hub
 
-    settings = load_settings({"extractor": args.extractor})
+    settings = load_settings(
+        {"extractor": args.extractor, "embedder_runtime": args.embedder_runtime}
+    ).replace(threads=args.threads)
+    print(f"load average at start: {os.getloadavg()}")
     configure_hub(False)
     from ragchat.index.store import IndexStore
     from ragchat.ingest.pdf import extract_document
@@ -89,6 +112,7 @@ def main() -> int:
         from ragchat.retrieval.embedders import load_embedder
 
         embedder = load_embedder(settings.embedder, settings)
+        print(f"    embedder runtime {embedder.runtime}, threads {settings.threads or 'default'}")
         embedder.embed(texts[:64], kind="passage", batch_size=settings.embed_batch_size)  # warm
         t0 = time.perf_counter()
         embedder.embed(texts, kind="passage", batch_size=settings.embed_batch_size)
@@ -98,7 +122,8 @@ def main() -> int:
             f"({len(texts) / embed_s:.1f} chunks/s)"
         )
 
-    print("\nside by side")
+    print(f"\nload average at the end: {os.getloadavg()}")
+    print("side by side")
     print(f"  ingest / bare embedder   {ingest_s / embed_s:.2f}x   (goal <= 1.10x)")
     if extract_s:
         print(f"  extraction alone / ingest  {extract_s / ingest_s:.2f}")
@@ -106,6 +131,58 @@ def main() -> int:
             f"  extraction + embedding if run one after the other: {extract_s + embed_s:.1f} s"
             f" vs ingest {ingest_s:.1f} s"
         )
+    return 0
+
+
+def extract_compare(folders: list[Path]) -> int:
+    """Extraction alone through the worker (extract_document), per file in turn: the default
+    (extractor chosen by measured cost) and pypdf only (fallback off, no probe)."""
+    from ragchat.ingest.pdf import extract_document
+
+    print(f"load average: {os.getloadavg()}")
+    for folder in folders:
+        files = sorted(folder.glob("*.pdf"))
+        seconds = {"chosen by cost": 0.0, "pypdf only": 0.0}
+        pages = 0
+        used: dict[str, int] = {}
+        for f in files:
+            for name, fallback in (("chosen by cost", True), ("pypdf only", False)):
+                t0 = time.perf_counter()
+                doc = extract_document(f, fallback=fallback)
+                seconds[name] += time.perf_counter() - t0
+                if fallback:
+                    pages += doc.page_count
+                    used[doc.extractor] = used.get(doc.extractor, 0) + 1
+        print(f"{folder}: {len(files)} files, {pages} pages; chosen: {used}")
+        for name, s in seconds.items():
+            print(f"  {name:<15} {s:6.1f} s  {pages / s:6.1f} pages/s")
+        print(
+            f"  ratio pypdf only / chosen: {seconds['pypdf only'] / seconds['chosen by cost']:.1f}x"
+        )
+    print(f"load average: {os.getloadavg()}")
+    return 0
+
+
+def probe_table(folders: list[Path]) -> int:
+    import logging
+
+    from ragchat.ingest.pdf import _doc_chars, order_by_cost, probe_costs
+
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+    print(f"load average: {os.getloadavg()}")
+    header = "file | pypdf CPU ms, page 1 | PDFium CPU ms/page | ratio | PDFium/pypdf chars | first"
+    print(f"| {header} |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for folder in folders:
+        for f in sorted(folder.glob("*.pdf")):
+            costs = probe_costs(f)
+            (a_texts, a), (b_texts, b) = costs["pypdf"], costs["pdfium"]
+            share = _doc_chars(b_texts[:1]) / max(1, _doc_chars(a_texts))
+            first = order_by_cost(costs)[0]
+            print(
+                f"| {folder.name}/{f.name} | {a * 1000:.1f} | {b * 1000:.1f} | "
+                f"{a / max(b, 1e-9):.1f} | {share:.2f} | {first} |"
+            )
     return 0
 
 

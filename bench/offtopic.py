@@ -35,7 +35,7 @@ WORK = Path("/tmp/ragchat-offtopic")
 SIGNALS = ("coverage", "passage_coverage", "dense_top", "agreement")
 
 
-def build_indexes(settings) -> dict[str, Path]:
+def build_indexes(settings, only: set[str]) -> dict[str, Path]:
     from ragchat.ingest.pipeline import ingest, remove
 
     indexes = {}
@@ -44,6 +44,8 @@ def build_indexes(settings) -> dict[str, Path]:
         ("plays", BENCH / "plays-public" / "docs"),
         ("ja", BENCH / "ja-public" / "docs"),
     ):
+        if name not in only and not (name == "qa" and "qa-half" in only):
+            continue
         path = WORK / name
         if not (path / "manifest.json").exists():
             t0 = time.perf_counter()
@@ -51,7 +53,7 @@ def build_indexes(settings) -> dict[str, Path]:
             print(f"indexed {name} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
         indexes[name] = path
     half = WORK / "qa-half"
-    if not (half / "manifest.json").exists():
+    if "qa-half" in only and not (half / "manifest.json").exists():
         shutil.copytree(WORK / "qa", half, ignore=shutil.ignore_patterns(".lock"))
         remove(half, sorted(p.name for p in (BENCH / "qa-public" / "docs").glob("*.pdf"))[1::2])
     indexes["qa-half"] = half
@@ -63,13 +65,20 @@ def main() -> int:
     ap.add_argument("--report", type=Path, help="write one JSON line per question here")
     ap.add_argument("--analyse", type=Path, nargs="+", metavar="REPORT")
     ap.add_argument("-k", type=int, default=5)
+    ap.add_argument(
+        "--only", nargs="+", metavar="INDEX", help="these indexes only (qa qa-half plays ja)"
+    )
     args = ap.parse_args()
     if args.analyse:
-        analyse([json.loads(line) for p in args.analyse for line in p.read_text().splitlines()])
+        rows = [json.loads(line) for p in args.analyse for line in p.read_text().splitlines()]
+        analyse(rows)
+        for loss in (0.01, 0.02, 0.03):
+            joint(rows, loss)
         return 0
     settings = load_settings({})
     WORK.mkdir(parents=True, exist_ok=True)
-    indexes = build_indexes(settings)
+    only = set(args.only or ("qa", "qa-half", "plays", "ja"))
+    indexes = build_indexes(settings, only)
     qa = load_questions(BENCH / "qa-public" / "questions.jsonl")
     unanswerable = load_questions(BENCH / "qa-public" / "questions_unanswerable.jsonl")
     plays = load_questions(BENCH / "plays-public" / "questions.jsonl")
@@ -92,6 +101,8 @@ def main() -> int:
     from ragchat.retrieval.retriever import open_retriever
 
     for index, kind, questions in pairs:
+        if index not in only:
+            continue
         retriever = open_retriever(indexes[index], settings)
         idf = retriever.store.lexical_index().idf
         for q in questions:
@@ -104,6 +115,49 @@ def main() -> int:
         retriever.close()
         print(f"{index} <- {kind}: {len(questions)} questions", file=sys.stderr)
     return 0
+
+
+def joint(rows: list[dict], max_loss: float = 0.02) -> None:
+    """The pair of bars (dense_top, passage_coverage; abstain when either is below its
+    bar) that catches the most off-topic questions while abstaining on at most `max_loss`
+    of the on-topic questions of every index."""
+    dense = sorted({r["signals"].get("dense_top", 1.0) for r in rows})[::4]
+    cover = sorted({r["signals"].get("passage_coverage", 1.0) for r in rows})[::4]
+    indexes = sorted({r["index"] for r in rows})
+    best = None
+    for d in dense:
+        for c in cover:
+
+            def fires(r: dict, d: float = d, c: float = c) -> bool:
+                s = r["signals"]
+                return s.get("dense_top", 1.0) < d or s.get("passage_coverage", 1.0) < c
+
+            losses = []
+            for i in indexes:
+                on = [r for r in rows if r["index"] == i and r["kind"] == "on"]
+                losses.append(sum(map(fires, on)) / max(1, len(on)))
+            if max(losses) > max_loss:
+                continue
+            off = [r for r in rows if r["kind"] == "off"]
+            caught = sum(map(fires, off)) / max(1, len(off))
+            if best is None or caught > best[0]:
+                near = [r for r in rows if r["kind"] == "near"]
+                best = (caught, d, c, max(losses), sum(map(fires, near)) / max(1, len(near)))
+                per = {
+                    i: round(
+                        sum(fires(r) for r in off if r["index"] == i)
+                        / max(1, sum(r["index"] == i for r in off)),
+                        3,
+                    )
+                    for i in indexes
+                }
+    if best:
+        caught, d, c, loss, near = best
+        print(
+            f"joint, at most {max_loss:.0%} on-topic lost per index: dense_top < {d:.4f} or "
+            f"passage_coverage < {c:.4f}: off-topic caught {caught:.3f} {per}, worst "
+            f"on-topic loss {loss:.3f}, near-miss {near:.3f}"
+        )
 
 
 def analyse(rows: list[dict]) -> None:

@@ -21,6 +21,16 @@ questions `--passes` times after a short warm-up; p50/p95 over those calls. reca
 mean |approx top-10 ∩ flat top-10| / 10. Build = add (and train) time. FAISS runs with its
 default OpenMP thread count unless --faiss-threads says otherwise; the figure is printed.
 
+ragchat's own index (`ragchat.index.store.build_vector_index`, what the FAISS cache is
+built with): flat below IVF_THRESHOLD chunks, above it IVF with ~2·sqrt(N) cells trained
+on the vectors and nprobe set at build time (twice what reaches recall@10 0.99 on
+query-like vectors); here forced to IVF at every size with `--storages float32 float16
+int8` (the per-component storage). RAM = growth of this process's resident memory while
+the index is built and held (the input vectors excluded), and the index's size on disk.
+
+    python bench/retrieval_latency.py --sizes 1000000 --only ragchat --faiss-threads 1 \
+        --index /tmp/ragchat-runtimes/onnx
+
 End to end: `ragchat.retrieval.retriever.open_retriever` on the real index
 (settings.retrieval, hybrid by default: query embedding + FAISS + BM25 + fusion + passage
 fetch), one call per question, with its parts (query embedding alone, BM25 alone, FAISS
@@ -84,6 +94,72 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
+def p99(seconds: list[float]) -> float:
+    return float(np.percentile(np.asarray(seconds) * 1000, 99))
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (VmRSS), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def ragchat_rows(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    passes: int,
+    storages: list[str],
+    exact: list[set[int]],
+) -> list[dict[str, Any]]:
+    """ragchat's build_vector_index forced to IVF, per storage kind: build time, tuned
+    nprobe, p50/p95/p99 of single-query searches, recall@10 vs flat, RAM."""
+    import faiss
+
+    from ragchat.index.store import build_vector_index
+
+    n, dim = vectors.shape
+    ids = np.arange(n, dtype=np.int64)
+    rows = []
+    for storage in storages:
+        before = rss_mib()
+        started = time.perf_counter()
+        index = build_vector_index(ids, vectors, dim, ivf_threshold=0, storage=storage)
+        build_s = time.perf_counter() - started
+        ram = rss_mib() - before
+        ivf = faiss.extract_index_ivf(index)
+        disk_mib = faiss.serialize_index(index).nbytes / 2**20
+
+        def search(i: int, index: Any = index) -> np.ndarray:
+            return index.search(queries[i : i + 1], K)[1][0]
+
+        seconds, results = time_each(search, len(queries), passes)
+        found = [{int(x) for x in r if x >= 0} for r in results]
+        recall = float(np.mean([len(f & e) / K for f, e in zip(found, exact, strict=True)]))
+        p50, p95 = percentiles(seconds)
+        row = {
+            "n": n,
+            "index": f"ragchat ivf{ivf.nlist} {storage} nprobe {ivf.nprobe}",
+            "build_s": build_s,
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99(seconds),
+            "recall": recall,
+            "ram_mib": ram,
+            "disk_mib": disk_mib,
+        }
+        rows.append(row)
+        print(
+            f"    {row['index']:<34} build {build_s:6.1f} s  p50 {p50:6.3f} ms  "
+            f"p99 {row['p99_ms']:6.3f} ms  recall {recall:.3f}  RAM +{ram:.0f} MiB  "
+            f"file {disk_mib:.0f} MiB",
+            flush=True,
+        )
+        del index, ivf
+    return rows
+
+
 def time_each(search: Callable[[int], Any], n: int, passes: int) -> tuple[list[float], list[Any]]:
     """Per-call seconds of search(i) for every i, `passes` times (warm-up first); the first
     pass's results."""
@@ -102,9 +178,15 @@ def time_each(search: Callable[[int], Any], n: int, passes: int) -> tuple[list[f
 
 
 def faiss_rows(
-    vectors: np.ndarray, queries: np.ndarray, passes: int, seed: int
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    passes: int,
+    seed: int,
+    only_flat: bool = False,
+    storages: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Build each index over `vectors`, time single-query searches, recall vs flat."""
+    """Build each index over `vectors`, time single-query searches, recall vs flat; with
+    `only_flat` only flat (the reference) and ragchat's own IVF per storage kind."""
     import faiss
 
     n, dim = vectors.shape
@@ -131,16 +213,26 @@ def faiss_rows(
                 "build_s": build_s,
                 "p50_ms": p50,
                 "p95_ms": p95,
+                "p99_ms": p99(seconds),
                 "recall": recall,
             }
         )
         print(f"    {name:<24} p50 {p50:7.3f} ms  p95 {p95:7.3f} ms", flush=True)
         return found
 
+    before = rss_mib()
     started = time.perf_counter()
     flat = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     flat.add_with_ids(vectors, np.arange(n, dtype=np.int64))
-    exact = measure("flat (IndexFlatIP)", flat, time.perf_counter() - started, None)
+    build_s = time.perf_counter() - started
+    flat_ram = rss_mib() - before
+    exact = measure("flat (IndexFlatIP)", flat, build_s, None)
+    rows[-1]["ram_mib"] = flat_ram
+    del flat
+    if storages:
+        rows += ragchat_rows(vectors, queries, passes, storages, exact)
+    if only_flat:
+        return rows
 
     started = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
@@ -224,6 +316,15 @@ def main() -> int:
         help="model cache for MiniLM (default: $RAGCHAT_CACHE_DIR or /tmp/rc-cache)",
     )
     parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument(
+        "--only", choices=("all", "ragchat"), default="all", help="ragchat: flat + ragchat's IVF"
+    )
+    parser.add_argument(
+        "--storages",
+        nargs="*",
+        default=["float32", "float16", "int8"],
+        help="ragchat IVF storage kinds to build (none: skip ragchat's rows)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not (args.index / "chunks.sqlite").is_file():
@@ -267,11 +368,14 @@ def main() -> int:
         f"{threads} OpenMP thread(s) ({'--faiss-threads' if args.faiss_threads else 'default'})"
     )
 
+    print(f"load average: {os.getloadavg()}")
     rows: list[dict[str, Any]] = []
     for n in args.sizes:
         print(f"  N = {n:,}", flush=True)
         vectors = grow(base, n, args.noise, rng)
-        rows += faiss_rows(vectors, queries, args.passes, args.seed)
+        rows += faiss_rows(
+            vectors, queries, args.passes, args.seed, args.only == "ragchat", args.storages
+        )
         del vectors
 
     e2e: list[dict[str, Any]] = []
@@ -280,15 +384,17 @@ def main() -> int:
         e2e = end_to_end(args.index, settings, questions, args.passes)
 
     print(
-        f"\n{'N':>8} {'index':<24} {'build s':>8} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'recall@10':>10} {'p50 x flat':>10}"
+        f"\n{'N':>9} {'index':<34} {'build s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'recall@10':>10} {'p50 x flat':>10} {'RAM MiB':>8}"
     )
     flat_p50 = {r["n"]: r["p50_ms"] for r in rows if r["recall"] is None}
     for r in rows:
         recall = "exact" if r["recall"] is None else f"{r['recall']:.3f}"
+        ram = f"{r['ram_mib']:.0f}" if "ram_mib" in r else ""
         print(
-            f"{r['n']:>8,} {r['index']:<24} {r['build_s']:>8.2f} {r['p50_ms']:>8.3f} "
-            f"{r['p95_ms']:>8.3f} {recall:>10} {r['p50_ms'] / flat_p50[r['n']]:>10.2f}"
+            f"{r['n']:>9,} {r['index']:<34} {r['build_s']:>8.2f} {r['p50_ms']:>8.3f} "
+            f"{r['p95_ms']:>8.3f} {r['p99_ms']:>8.3f} {recall:>10} "
+            f"{r['p50_ms'] / flat_p50[r['n']]:>10.2f} {ram:>8}"
         )
     print("build: hnsw = add; ivf = k-means training + add (shared by both nprobe rows).")
     if e2e:
@@ -309,6 +415,7 @@ def main() -> int:
             "passes": args.passes,
             "faiss_threads": threads,
             "faiss_version": faiss.__version__,
+            "load_average": os.getloadavg(),
         }
         args.json.write_text(
             json.dumps({"meta": meta, "faiss": rows, "end_to_end": e2e}, indent=2) + "\n"

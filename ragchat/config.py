@@ -59,9 +59,24 @@ class Settings:
     focus_sentences: int = 3  # 0 = whole passages
     explain_sentences: int = 8  # the same for describe / explain / why / how questions
     min_coverage: float | None = None
+    min_dense_top: float | None = None
+    min_passage_coverage: float | None = None
     no_answer_threshold: float | None = None
     verify_threshold: float | None = None
     debug: bool = False
+    # scanned PDFs: Tesseract OCR of pages without a text layer (needs `tesseract` + pytesseract)
+    ocr: bool = False
+    ocr_language: str = "eng"  # Tesseract language(s), e.g. "eng+deu"
+    # chat history: ~/.cache/ragchat/chat-history, mode 0600, the last chat_history_size questions
+    chat_history: bool = True
+    chat_history_size: int = 1000
+    # encrypted PDFs: a file of passwords (one per line) and/or one password, tried in turn
+    # (RAGCHAT_PASSWORD_FILE / RAGCHAT_PASSWORD keep them out of `ps`); never shown or stored
+    password_file: str = ""
+    password: str = field(default="", repr=False)
+    # what runs the default embedder: auto (ONNX Runtime where measured faster) | torch |
+    # onnx | onnx-int8 (its own vector family: never mixed with float32 vectors)
+    embedder_runtime: str = "auto"
     # OpenAI-compatible server (--backend openai, --embedder openai:NAME; docs/models.md).
     openai_base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
     openai_embed_base_url: str = ""  # the embedding server; "" = openai_base_url

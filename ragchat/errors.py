@@ -55,3 +55,8 @@ class ModelUnavailableError(RagchatError):
 
 class GenerationError(RagchatError):
     """The language model failed while answering."""
+
+
+class IndexDamagedError(RagchatError):
+    """A file of the index that cannot be rebuilt from the others (the database) is
+    damaged or missing; the message names it and says what to do."""

@@ -24,6 +24,7 @@ from ragchat.config import Settings
 from ragchat.errors import ModelUnavailableError
 
 ProgressCallback = Callable[[int, int], None]
+"""on_progress(done_bytes, total_bytes)."""
 
 
 _CHUNK = 8 * 1024 * 1024

@@ -28,7 +28,9 @@ from ragchat.ingest.pipeline import ingest
 from ragchat.retrieval.retriever import open_retriever
 from ragchat.weights import PRESETS, packaged_files, preset_for
 
-BARS = Thresholds(min_coverage=0.0, no_answer=-1.0, verify=-0.5)
+BARS = Thresholds(
+    min_coverage=0.0, no_answer=-1.0, verify=-0.5, min_dense_top=0.3, min_passage_coverage=0.5
+)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,10 @@ BARS = Thresholds(min_coverage=0.0, no_answer=-1.0, verify=-0.5)
         ({"passages": 0}, "no_passages"),
         ({"passages": 3, "coverage": 0.0}, "coverage"),
         ({"passages": 3, "coverage": 0.4}, "answered"),  # before the model: nothing decides
+        ({"coverage": 0.2, "dense_top": 0.25, "passage_coverage": 0.3}, "off_topic"),
+        # far by cosine but naming what the question names: not off-topic
+        ({"coverage": 0.6, "dense_top": 0.25, "passage_coverage": 0.7}, "answered"),
+        ({"coverage": 0.2, "dense_top": 0.45, "passage_coverage": 0.3}, "answered"),
         ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -0.5}, "no_answer"),
@@ -55,6 +61,14 @@ def test_a_rule_that_is_off_never_fires() -> None:
     assert decide(signals, Thresholds(None, None, None)).rule == "answered"
     nan = float("nan")  # what the setting value "off" becomes
     assert decide(signals, Thresholds(nan, nan, nan)).rule == "answered"
+
+
+def test_the_dense_bar_is_the_embedders() -> None:
+    from ragchat.answer.abstention import DENSE_BARS, for_embedder
+
+    assert for_embedder(DEFAULT_THRESHOLDS, "minilm").min_dense_top == DENSE_BARS["minilm"]
+    assert for_embedder(DEFAULT_THRESHOLDS, "lm:/some/model").min_dense_top is None
+    assert for_embedder(Thresholds(min_dense_top=0.1), "minilm").min_dense_top == 0.1
 
 
 def test_thresholds_are_keyed_on_the_preset_and_settings_override_them() -> None:
@@ -196,3 +210,21 @@ def test_an_explanation_gets_cited_sentences_streamed(retriever) -> None:
     assert "fifth" not in result.text
     assert "1–4 sentences" not in generator.prompts[-1]  # the explain instruction is used
     assert "one to four sentences" in generator.prompts[-1]
+
+
+def test_retrieval_evidence_separates_the_documents_topic_from_another(retriever) -> None:
+    """The retrieval-level signals behind the off-topic rule, on the real index."""
+    from ragchat.answer.abstention import coverage_signals
+
+    idf = retriever.store.lexical_index().idf
+    on, on_evidence = retriever.search_with_evidence("Who built the lighthouse?", 5)
+    off, off_evidence = retriever.search_with_evidence("What is the capital of France?", 5)
+    assert on_evidence["dense_top"] > off_evidence["dense_top"]
+    assert 0.0 <= off_evidence["agreement"] <= 1.0
+    on_cov = coverage_signals("Who built the lighthouse?", on, idf)
+    off_cov = coverage_signals("What is the capital of France?", off, idf)
+    assert on_cov["passage_coverage"] >= on_cov["coverage"] > 0.0
+    assert off_cov == {"coverage": 0.0, "passage_coverage": 0.0}
+    assert [p.chunk_id for p in on] == [
+        p.chunk_id for p in retriever.search("Who built the lighthouse?", 5)
+    ]

@@ -105,7 +105,7 @@ def test_zero_pages_is_skipped(tmp_path: Path) -> None:
 
 def test_page_without_text_is_skipped_with_ocr_hint(tmp_path: Path) -> None:
     path = make_pdf(["", ""], tmp_path / "scan.pdf")
-    _expect_error(path, "skipped", "no extractable text", "ocrmypdf")
+    _expect_error(path, "skipped", "no extractable text", "--ocr")
 
 
 def _encrypt(src: Path, dst: Path, user_password: str) -> Path:

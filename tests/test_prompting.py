@@ -291,6 +291,7 @@ def test_verify_prompt_shows_a_yes_and_a_no_then_the_case() -> None:
         ("How did the fog signal work, and why was it replaced?", "explain"),
         ("Explain how the lamp was lit", "explain"),
         ("Compare the two keepers.", "explain"),
+        ("Tell me everything about the history of the light.", "explain"),
         ("Who built the lighthouse?", "lookup"),
         ("How many steps does the tower have?", "lookup"),
         ("How long did he keep the light?", "lookup"),

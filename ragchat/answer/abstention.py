@@ -162,6 +162,14 @@ class Thresholds:
     # near 0 ("Describe the history of the lighthouse" over one lighthouse PDF scores 0.27,
     # "What is the capital of France?" 0.0); no qa-public question scores 0 (lowest 0.27).
     min_coverage: float | None = 0.0
+    # Off-topic, from retrieval alone (calibrated with bench/offtopic.py, docs/answering.md):
+    # abstain when the best passage is both far from the question (cosine below
+    # `min_dense_top`, a bar of the embedder's, DENSE_BARS) and holds less than
+    # `min_passage_coverage` of the question's content terms (idf-weighted). Both must be
+    # weak: questions about a play, asked in the words of its plot summary, are often far
+    # from the script's lines by cosine but name its characters.
+    min_dense_top: float | None = None
+    min_passage_coverage: float | None = 0.5
     # Abstain when the no-answer score (`answer_signals`: mean log-prob of the ABSTAIN
     # sentence minus that of the model's own answer) exceeds this. The score's scale differs
     # between models, so each preset is calibrated on its own (PRESET_THRESHOLDS).
@@ -185,6 +193,9 @@ PRESET_THRESHOLDS: dict[str, Thresholds] = {
 }
 # Models no one calibrated (smollm2, a folder, a hub id) get qwen0.5b's bar.
 DEFAULT_THRESHOLDS = PRESET_THRESHOLDS["qwen0.5b"]
+# A cosine is on its embedder's own scale: the off-topic bar on `dense_top` per embedder id
+# (as the index manifest records it). Another embedder gets no dense bar.
+DENSE_BARS: dict[str, float] = {"minilm": 0.30}
 
 
 def thresholds_for(
@@ -193,12 +204,28 @@ def thresholds_for(
     min_coverage: float | None = None,
     no_answer: float | None = None,
     verify: float | None = None,
+    min_dense_top: float | None = None,
+    min_passage_coverage: float | None = None,
 ) -> Thresholds:
     """The preset's calibrated thresholds (DEFAULT_THRESHOLDS for a model no preset names),
-    with any value given here (a setting) in place of the preset's."""
+    with any value given here (a setting) in place of the preset's. The dense bar is
+    filled in per embedder by `for_embedder`."""
     base = PRESET_THRESHOLDS.get(preset or "", DEFAULT_THRESHOLDS)
-    given = {"min_coverage": min_coverage, "no_answer": no_answer, "verify": verify}
+    given = {
+        "min_coverage": min_coverage,
+        "no_answer": no_answer,
+        "verify": verify,
+        "min_dense_top": min_dense_top,
+        "min_passage_coverage": min_passage_coverage,
+    }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+
+
+def for_embedder(thresholds: Thresholds, embedder: str | None) -> Thresholds:
+    """`thresholds` with the dense bar of `embedder` (DENSE_BARS), unless one was set."""
+    if thresholds.min_dense_top is not None or embedder not in DENSE_BARS:
+        return thresholds
+    return dataclasses.replace(thresholds, min_dense_top=DENSE_BARS[embedder])
 
 
 @dataclass(frozen=True)
@@ -210,15 +237,15 @@ class Decision:
 
 
 # In the order `decide` applies them.
-RULES = ("no_passages", "coverage", "model", "verify", "no_answer")
+RULES = ("no_passages", "coverage", "off_topic", "model", "verify", "no_answer")
 
 
 def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     """The abstention verdict over the signals known so far; a signal not (yet) there
     decides nothing, so the same function runs before the model (retrieval signals only:
-    `passages`, `coverage`) and after it (`model_abstained`: 1.0 when the model's answer is
-    empty or says the documents don't hold it; `verify`; `no_answer`, not for answers to
-    `explain` questions).
+    `passages`, `coverage`, `dense_top`, `passage_coverage`) and after it
+    (`model_abstained`: 1.0 when the model's answer is empty or says the documents don't
+    hold it; `verify`; `no_answer`, not for answers to `explain` questions).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -226,6 +253,10 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     coverage = signals.get("coverage")
     if _at_most(coverage, thresholds.min_coverage):
         return Decision(True, "coverage")
+    if _below(signals.get("dense_top"), thresholds.min_dense_top) and _below(
+        signals.get("passage_coverage"), thresholds.min_passage_coverage
+    ):
+        return Decision(True, "off_topic")
     if signals.get("model_abstained", 0.0) > 0:
         return Decision(True, "model")
     verify = signals.get("verify")
@@ -244,6 +275,10 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
 
 def _at_most(value: float | None, bar: float | None) -> bool:
     return value is not None and bar is not None and value <= bar
+
+
+def _below(value: float | None, bar: float | None) -> bool:
+    return value is not None and bar is not None and value < bar
 
 
 ABSTAIN = "The documents don't say."

@@ -74,7 +74,7 @@ QuestionKind = Literal["lookup", "explain"]
 # unless it asks for a quantity ("how many", "how long", ...).
 _EXPLAIN = re.compile(
     r"\b(describe|describing|explain|explaining|summari[sz]e|summary|compare|comparing|"
-    r"contrast|outline|discuss|list|overview|why|what happened|tell me about|"
+    r"contrast|outline|discuss|list|overview|why|what happened|tell me (?:\w+\s+){0,2}about|"
     r"in what ways?|how(?!\s+(?:many|much|long|old|far|big|tall|often|large|high|deep|wide|"
     r"fast|few|soon|early|late|heavy|large)\b))\b",
     re.IGNORECASE,

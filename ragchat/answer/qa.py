@@ -18,6 +18,7 @@ from ragchat.answer.abstention import (
     answer_signals,
     coverage_signals,
     decide,
+    for_embedder,
     is_abstention,
     thresholds_for,
     verify_margin,
@@ -73,6 +74,8 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
             min_coverage=settings.min_coverage,
             no_answer=settings.no_answer_threshold,
             verify=settings.verify_threshold,
+            min_dense_top=settings.min_dense_top,
+            min_passage_coverage=settings.min_passage_coverage,
         ),
     )
 
@@ -133,7 +136,8 @@ def answer(
     `policy` defaults to AnswerPolicy() with the generator's preset thresholds."""
     if policy is None:
         policy = AnswerPolicy(thresholds=thresholds_for(getattr(generator, "preset", None)))
-    thresholds = policy.thresholds
+    embedder = getattr(retriever, "embedder", None)
+    thresholds = for_embedder(policy.thresholds, getattr(embedder, "id", None))
     verify_answers = policy.verify_answers
     if verify_answers is None:
         verify_answers = thresholds.verify is not None
@@ -159,7 +163,6 @@ def answer(
     signals["explain"] = float(kind == "explain")
     budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
     given = retrieved
-    embedder = getattr(retriever, "embedder", None)
     sentences = policy.explain_sentences if kind == "explain" else policy.focus_sentences
     if sentences and embedder is not None:
         given = focus_passages(query, retrieved, embedder, sentences=sentences)

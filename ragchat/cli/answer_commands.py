@@ -156,7 +156,7 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from ragchat.answer.citations import page_label
     from ragchat.answer.qa import answer, policy_for
-    from ragchat.cli.common import emit_json, index_path, stdin_lines
+    from ragchat.cli.common import check_line, emit_json, index_path, stdin_lines
     from ragchat.retrieval.retriever import open_retriever
 
     k = args.k or settings.k
@@ -169,6 +169,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     status = 0
     for question in questions:
         try:
+            check_line(question)
             if args.json:
                 result = answer(
                     question,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from ragchat.config import RETRIEVAL_METHODS, Settings, load_settings
+from ragchat.errors import UsageError
 
 EXIT_OK = 0
 
@@ -69,6 +71,12 @@ def add_chunking_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--chunk-tokens", type=int, help="chunk size in embedder tokens")
     p.add_argument("--chunk-overlap", type=int, help="overlap between chunks in tokens")
+    p.add_argument(
+        "--embedder-runtime",
+        choices=("auto", "torch", "onnx", "onnx-int8"),
+        help="what runs minilm: auto (ONNX Runtime where measured faster; default), torch, "
+        "onnx, or onnx-int8 (faster, slightly different vectors; RAGCHAT_EMBEDDER_RUNTIME)",
+    )
 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
@@ -87,12 +95,17 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "threads",
         "chunk_tokens",
         "chunk_overlap",
+        "ocr",
+        "ocr_language",
+        "password_file",
+        "embedder_runtime",
         "openai_base_url",
     )
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):
         overrides["fallback_extractor"] = False
     settings = load_settings(overrides, env)
+    _warnings_to_stderr()
     from ragchat.hub import configure_hub
 
     configure_hub(settings.allow_download)
@@ -112,18 +125,83 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def _warnings_to_stderr() -> None:
+    """Show the library's warnings (the "ragchat" logger: a damaged index file rebuilt,
+    say) as `ragchat: ...` lines on stderr, once per process."""
+    logger = logging.getLogger("ragchat")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("ragchat: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of each record."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def passwords_from(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """Passwords to try on encrypted PDFs, in order: each --password, RAGCHAT_PASSWORD,
+    then the lines of --password-file (RAGCHAT_PASSWORD_FILE). Never printed."""
+    found = list(getattr(args, "password", None) or [])
+    if settings.password:
+        found.append(settings.password)
+    if settings.password_file:
+        file = Path(settings.password_file).expanduser()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(f"cannot read the password file {file}: {why}") from exc
+        # Only line ends are stripped: spaces may belong to a password.
+        found.extend(line for line in text.splitlines() if line)
+    return list(dict.fromkeys(found))
+
+
+class BadLine(str):
+    """A stdin line that is not UTF-8 (shown with U+FFFD where bytes were invalid)."""
+
+    number: int
+
+
 def stdin_lines() -> Sequence[str]:
-    """Non-blank lines of stdin, lazily, so a pipe can feed queries one at a time."""
-    return LazyLines(sys.stdin)
+    """Non-blank lines of stdin, lazily, so a pipe can feed queries one at a time. A line
+    that is not UTF-8 comes as a BadLine: `check_line` turns it into a per-line error."""
+    return LazyLines(getattr(sys.stdin, "buffer", sys.stdin))
+
+
+def check_line(line: str) -> None:
+    """Raise UsageError for a BadLine (so the batch reports it and goes on)."""
+    if isinstance(line, BadLine):
+        raise UsageError(
+            f"line {line.number} of stdin is not valid UTF-8; send UTF-8 text, one query per line"
+        )
 
 
 class LazyLines(Sequence[str]):
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | Any) -> None:
         self._stream = stream
 
     def __iter__(self) -> Any:
-        for line in self._stream:
-            line = line.strip()
+        for number, raw in enumerate(self._stream, start=1):
+            if isinstance(raw, str):
+                line = raw.strip()
+            else:
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    bad = BadLine(raw.decode("utf-8", "replace").strip())
+                    bad.number = number
+                    yield bad
+                    continue
             if line:
                 yield line
 

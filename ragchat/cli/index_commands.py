@@ -1,4 +1,4 @@
-"""The index commands: ingest, search, list, info, remove, delete, rebuild."""
+"""The index commands: ingest, search, list, info, remove, delete, rebuild, doctor."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from ragchat.cli.common import (
     add_chunking_options,
     add_common_options,
     add_retrieval_options,
+    check_line,
     emit_json,
     human_bytes,
     index_path,
+    passwords_from,
     stdin_lines,
 )
 from ragchat.cli.render import IngestBars, passage_json, print_passages, print_report, report_json
@@ -41,7 +43,29 @@ def register(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="PDF files or folders")
     add_chunking_options(p)
-    p.add_argument("--password", help="password for encrypted PDFs (the empty one is tried first)")
+    p.add_argument(
+        "--password",
+        action="append",
+        metavar="PASSWORD",
+        help="a password for encrypted PDFs; repeat for several, each is tried in turn after "
+        "the empty one (visible in `ps`: prefer --password-file or RAGCHAT_PASSWORD)",
+    )
+    p.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="a file of passwords, one per line, tried in turn (RAGCHAT_PASSWORD_FILE)",
+    )
+    p.add_argument(
+        "--ocr",
+        action="store_true",
+        default=None,
+        help="read pages without a text layer (scans) with Tesseract OCR (RAGCHAT_OCR=1)",
+    )
+    p.add_argument(
+        "--ocr-language",
+        metavar="LANG",
+        help="Tesseract language(s) for --ocr, e.g. eng+deu (default eng)",
+    )
     p.add_argument(
         "--prune",
         action="store_true",
@@ -114,6 +138,24 @@ def register(sub: Any) -> None:
     add_common_options(p, index=False)
     p.set_defaults(handler=cmd_rebuild)
 
+    p = sub.add_parser(
+        "doctor",
+        help="check an index for damage; copy what is readable into a new index",
+        description="Run SQLite's integrity check on an index, check that its sources, "
+        "chunks and vectors agree, and check the files derived from the database (which "
+        "any command rebuilds when damaged). With --recover, copy every readable source, "
+        "page and chunk into a new index. Exit code 0 when healthy, 3 when not.",
+    )
+    p.add_argument("name", metavar="NAME", help="index name or path")
+    p.add_argument(
+        "--recover",
+        metavar="NEW_INDEX",
+        help="copy what is readable into this new index (name or path)",
+    )
+    p.add_argument("--json", action="store_true")
+    add_common_options(p, index=False)
+    p.set_defaults(handler=cmd_doctor)
+
 
 def ingest_exit_code(report: IngestReport) -> int:
     if (
@@ -153,7 +195,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             embedder_spec=args.embedder,
             chunk_tokens=args.chunk_tokens,
             chunk_overlap=args.chunk_overlap,
-            password=args.password,
+            password=passwords_from(args, settings),
             prune=args.prune,
             progress=bars,
         ),
@@ -170,6 +212,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     status = EXIT_OK
     for query in queries:
         try:
+            check_line(query)
             passages = retriever.search(query, k)
         except RagchatError as exc:
             status = EXIT_ERROR
@@ -265,8 +308,14 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         if answer not in ("y", "yes"):
             print("kept")
             return EXIT_OK
-    delete_index(path)
-    print(f"deleted {path}")
+    left = delete_index(path)
+    if left:
+        print(
+            f"deleted the index files in {path}; kept the folder and the {len(left)} "
+            f"entries ragchat did not make: {', '.join(left[:5])}{' ...' if len(left) > 5 else ''}"
+        )
+    else:
+        print(f"deleted {path}")
     return EXIT_OK
 
 
@@ -285,3 +334,36 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     return EXIT_OK if not report.count("failed") else EXIT_PARTIAL
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from ragchat.index.doctor import check_index, recover_index, report_json
+
+    path = index_path(args, settings, args.name)
+    report = check_index(path)
+    if args.json and not args.recover:
+        emit_json(report_json(report))
+    elif not args.json:
+        print(f"index {report.index} ({report.path})")
+        for f in report.findings:
+            print(f"  {'ok ' if f.ok else 'BAD'}  {f.what}: {f.detail}")
+        print("healthy" if report.healthy else "damaged: see above")
+    if not args.recover:
+        return EXIT_OK if report.healthy else EXIT_PARTIAL
+    dest = index_path(args, settings, args.recover)
+    recovered = recover_index(path, dest)
+    if args.json:
+        emit_json({"check": report_json(report), "recover": report_json(recovered)})
+        return EXIT_OK
+    c = recovered.copied
+    expected = f" of {recovered.expected_chunks}" if recovered.expected_chunks is not None else ""
+    print(
+        f"recovered into {dest}: {c['sources']} sources, {c['pages']} pages, "
+        f"{c['chunks']}{expected} chunks"
+        + (
+            f"; {recovered.dropped_sources} sources had no readable chunks (ingest them again)"
+            if recovered.dropped_sources
+            else ""
+        )
+    )
+    return EXIT_OK

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import queue
 import threading
 import time
@@ -236,7 +237,7 @@ class ChatConsole:
         self.index = open_index(index_path, settings)
         self.model = load_model(settings.model, settings, after=self.index)
         self.session: PromptSession[str] = PromptSession(
-            history=_history(settings.cache_dir),
+            history=_history(settings),
             completer=SlashCompleter(self._index_names, _preset_names),
             bottom_toolbar=self._toolbar,
             refresh_interval=0.5,
@@ -591,13 +592,37 @@ def _final(events: queue.Queue[Event]) -> Answer | None:
             raise value
 
 
-def _history(cache_dir: Path) -> History:
-    """Questions remembered across sessions in cache_dir/chat-history (in memory when the
-    cache folder cannot be written)."""
+def _history(settings: Settings) -> History:
+    """Questions remembered across sessions in cache_dir/chat-history: readable by the user
+    alone (0600), cut to the last `chat_history_size` at each start; in memory only when
+    `chat_history` is off or the cache folder cannot be written."""
+    if not settings.chat_history or settings.chat_history_size <= 0:
+        return InMemoryHistory()
+    path = settings.cache_dir / "chat-history"
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_dir / "chat-history"
-        path.touch()
+        settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600))
+        path.chmod(0o600)  # an older file may have been made 0644
+        # FileHistory's format: "# <time>" then one "+<line>" per line of each entry.
+        entries: list[list[str]] = []
+        current: list[str] = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("+"):
+                current.append(line)
+            elif current and current[-1].startswith("+"):
+                entries.append(current)
+                current = [line] if line.startswith("#") else []
+            elif line.startswith("#"):
+                current = [line]
+        if current and current[-1].startswith("+"):
+            entries.append(current)
+        if len(entries) > settings.chat_history_size:
+            kept = entries[-settings.chat_history_size :]
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write("".join("\n" + "\n".join(e) + "\n" for e in kept))
+            os.replace(tmp, path)
         return FileHistory(str(path))
     except OSError:
         return InMemoryHistory()

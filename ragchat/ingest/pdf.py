@@ -18,10 +18,10 @@ import time
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ragchat.errors import PdfError
 from ragchat.records import Document, Page
@@ -33,12 +33,36 @@ if TYPE_CHECKING:
 ProgressFn = Callable[[int, int], None]
 
 
-OCR_HINT = "no extractable text — scanned? run OCR first, e.g. ocrmypdf"
+OCR_HINT = "no extractable text — scanned? ingest it with --ocr (Tesseract OCR)"
 
 
 GARBLED_HINT = (
-    "text is garbled (fonts without a Unicode map) — run OCR first, e.g. ocrmypdf --force-ocr"
+    "text is garbled (fonts without a Unicode map) — ingest it with --ocr (Tesseract OCR)"
 )
+
+
+Passwords = str | Sequence[str] | None
+
+
+def password_list(password: Passwords) -> list[str]:
+    """The passwords to try, in order (a single string is one password)."""
+    if password is None:
+        return []
+    if isinstance(password, str):
+        return [password]
+    return list(dict.fromkeys(password))
+
+
+def _password_failure(passwords: list[str]) -> str:
+    """Why an encrypted file stays closed; never shows a password."""
+    if not passwords:
+        return "encrypted: needs a password — pass it with --password or --password-file"
+    if len(passwords) == 1:
+        return "encrypted: the password given (--password, --password-file) is wrong"
+    return (
+        f"encrypted: none of the {len(passwords)} passwords given (--password, "
+        "--password-file) opens it"
+    )
 
 
 # Fewer non-space characters than this in a whole file is "almost no text": the other
@@ -66,6 +90,18 @@ _LIGATURES = {
 
 
 _TRANSLATE: dict[int, str | None] = {ord(k): v for k, v in _LIGATURES.items()}
+for _cp in [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]:
+    _mapped = unicodedata.normalize("NFKC", chr(_cp))
+    if _mapped != chr(_cp):
+        _TRANSLATE[_cp] = _mapped
+# Unicode spaces become plain spaces; zero-width characters and BOMs disappear.
+for _cp in [0xA0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000, 0x09]:
+    _TRANSLATE[_cp] = " "
+for _cp in [0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF]:
+    _TRANSLATE[_cp] = None
+# C0/C1 control characters other than \n (and the hyphen markers handled first).
+for _cp in [*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]:
+    _TRANSLATE.setdefault(_cp, None)
 
 
 _SPACES = re.compile(r" {2,}")
@@ -397,7 +433,7 @@ def _short(exc: BaseException) -> str:
 _AES_MISSING = "AES-encrypted and the 'cryptography' package is missing"
 
 
-def _read_pypdf(path: Path, password: str | None, on_page: ProgressFn | None) -> _RawText:
+def _read_pypdf(path: Path, password: Passwords, on_page: ProgressFn | None) -> _RawText:
     import pypdf
     from pypdf import PasswordType
     from pypdf.errors import DependencyError
@@ -406,14 +442,9 @@ def _read_pypdf(path: Path, password: str | None, on_page: ProgressFn | None) ->
     try:
         reader = pypdf.PdfReader(path, strict=False)
         if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-            if password is None:
-                raise _ExtractorError(
-                    "encrypted: needs a password — pass it with --password", "password"
-                )
-            if reader.decrypt(password) == PasswordType.NOT_DECRYPTED:
-                raise _ExtractorError(
-                    "encrypted: the password given with --password is wrong", "password"
-                )
+            passwords = password_list(password)
+            if not any(reader.decrypt(p) != PasswordType.NOT_DECRYPTED for p in passwords):
+                raise _ExtractorError(_password_failure(passwords), "password")
         total = len(reader.pages)
     except _ExtractorError:
         raise
@@ -476,31 +507,29 @@ def _password_variants(password: str) -> list[str]:
     return list(dict.fromkeys(variants))
 
 
-def _read_pdfium(path: Path, password: str | None, on_page: ProgressFn | None) -> _RawText:
+def _open_pdfium(path: Path, password: Passwords) -> object:
+    """The file as a pypdfium2 PdfDocument, trying no password, then each one given
+    (as typed and SASLprep-mapped). Raises _ExtractorError."""
     import pypdfium2 as pdfium
 
-    notes: list[str] = []
-    tries: list[str | None] = [None, *(_password_variants(password) if password else [])]
-    doc = None
+    passwords = password_list(password)
+    tries: list[str | None] = [None, *(v for p in passwords for v in _password_variants(p))]
     last: Exception | None = None
     for attempt in tries:
         try:
-            doc = pdfium.PdfDocument(str(path), password=attempt)
-            break
+            return pdfium.PdfDocument(str(path), password=attempt)
         except pdfium.PdfiumError as exc:
             last = exc
             if "password" not in str(exc).lower():
                 raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
         except Exception as exc:
             raise _ExtractorError(f"unreadable PDF ({_short(exc)})") from exc
-    if doc is None:
-        if password is None:
-            raise _ExtractorError(
-                "encrypted: needs a password — pass it with --password", "password"
-            ) from last
-        raise _ExtractorError(
-            "encrypted: the password given with --password is wrong", "password"
-        ) from last
+    raise _ExtractorError(_password_failure(passwords), "password") from last
+
+
+def _read_pdfium(path: Path, password: Passwords, on_page: ProgressFn | None) -> _RawText:
+    notes: list[str] = []
+    doc: Any = _open_pdfium(path, password)
 
     def read_page(index: int) -> str:
         page = doc[index]
@@ -616,24 +645,205 @@ def _doc_chars(texts: list[str]) -> int:
     return sum(len(t) - t.count(" ") - t.count("\n") for t in texts)
 
 
+# Extractor order by measured cost: PDFium reads the first PROBE_PAGES pages and pypdf the
+# first one, each timed in CPU seconds of this (worker) process, which the machine's load
+# barely moves. When pypdf's page costs over PROBE_SLOW_S and over PROBE_FACTOR times
+# PDFium's per-page cost, PDFium goes first, unless its text of that page is worse (under
+# PROBE_MIN_SHARE of pypdf's characters, or garbage where pypdf's is clean). One pypdf page
+# is all the probe adds where pypdf stays first. Measured (bench/ingest_long.py --probe,
+# docs/extraction.md): CJK files (ja-public) and the LaTeX/Texinfo manuals (pdfs-long) are
+# far above the factor, plain English articles (qa-public) below it and keep pypdf's text.
+PROBE_PAGES = 3
+
+
+PROBE_SLOW_S = 0.02
+
+
+PROBE_FACTOR = 8.0
+
+
+PROBE_MIN_SHARE = 0.9
+
+
+def _probe_pypdf(path: Path, password: str | None) -> tuple[list[str], float]:
+    """pypdf's text of the first page and the CPU seconds it took (opening not counted)."""
+    import pypdf
+
+    reader = pypdf.PdfReader(path, strict=False)
+    if reader.is_encrypted and not reader.decrypt(""):
+        reader.decrypt(password or "")
+    if not len(reader.pages):
+        return [], 0.0
+    t0 = time.process_time()
+    texts = [_pypdf_page_text(reader.pages[0])]
+    return texts, time.process_time() - t0
+
+
+def _probe_pdfium(path: Path, password: str | None) -> tuple[list[str], float]:
+    """PDFium's text of the first PROBE_PAGES pages and the CPU seconds they took."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError:
+        doc = pdfium.PdfDocument(str(path), password=password)
+    try:
+        t0 = time.process_time()
+        texts = []
+        for i in range(min(PROBE_PAGES, len(doc))):
+            page = doc[i]
+            textpage = page.get_textpage()
+            texts.append(_pdfium_page_text(textpage))
+            textpage.close()
+            page.close()
+        return texts, time.process_time() - t0
+    finally:
+        doc.close()
+
+
+def probe_costs(path: Path, password: str | None = None) -> dict[str, tuple[list[str], float]]:
+    """{extractor: (texts of the probed pages, CPU seconds per page)}: PDFium on the first
+    PROBE_PAGES pages, pypdf on the first page."""
+    out = {}
+    for name, probe in (("pdfium", _probe_pdfium), ("pypdf", _probe_pypdf)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            texts, seconds = probe(path, password)
+        out[name] = (texts, seconds / max(1, len(texts)))
+    return out
+
+
+def _cheaper_first(path: Path, password: Passwords) -> list[str]:
+    """["pdfium", "pypdf"] when pypdf is measured slow on the first page of `path` and
+    PDFium's text of it is as good; else ["pypdf", "pdfium"]. Any failure while probing
+    (a wrong or missing password included) keeps pypdf first: the extraction loop then
+    reports or falls back as usual."""
+    first = password if password is None or isinstance(password, str) else None
+    if first is None and password:
+        first = next(iter(password), None)
+    try:
+        costs = probe_costs(path, first)
+    except Exception:  # the real extraction reports what is wrong with the file
+        return ["pypdf", "pdfium"]
+    return order_by_cost(costs)
+
+
+def order_by_cost(costs: dict[str, tuple[list[str], float]]) -> list[str]:
+    """The extractor order `probe_costs` results call for (see PROBE_FACTOR)."""
+    (pypdf_texts, pypdf_s), (pdfium_texts, pdfium_s) = costs["pypdf"], costs["pdfium"]
+    if not pypdf_texts or not pdfium_texts:
+        return ["pypdf", "pdfium"]
+    slow = pypdf_s > PROBE_SLOW_S and pypdf_s > PROBE_FACTOR * pdfium_s
+    pypdf_text, pdfium_text = pypdf_texts[0], pdfium_texts[0]
+    as_good = _doc_chars([pdfium_text]) >= PROBE_MIN_SHARE * _doc_chars([pypdf_text]) and (
+        text_problem(pdfium_text, SHORT_TEXT_CHARS) is None
+        or text_problem(pypdf_text, SHORT_TEXT_CHARS) is not None
+    )
+    return ["pdfium", "pypdf"] if slow and as_good else ["pypdf", "pdfium"]
+
+
 def extract_document_inprocess(
     path: Path,
     *,
-    password: str | None = None,
+    password: Passwords = None,
     fallback: bool = True,
     on_page: ProgressFn | None = None,
     primary: str = "pypdf",
+    ocr: bool = False,
+    ocr_language: str = "eng",
 ) -> Document:
     """Extract `path` in this process, without a time limit (see `extract_document`).
 
     `primary` is the first extractor ("pypdf" or "pdfium"); with `fallback` the other one
     is tried when the first cannot open the file, gives almost no text or garbage, or
-    leaves over 20% of pages empty that the other can fill.
+    leaves over 20% of pages empty that the other can fill. With pypdf first and the
+    fallback allowed, PDFium goes first instead on files where pypdf is measured slow on
+    the first page and PDFium's text of it is as good (`_cheaper_first`). With `ocr`, pages
+    left without text (all pages when the text layer is garbled) are read by Tesseract
+    (ingest/ocr.py).
     Raises PdfError("skipped"/"failed").
     """
-    path = Path(path)
+    try:
+        document = _extract_text_layer(
+            Path(path), password=password, fallback=fallback, on_page=on_page, primary=primary
+        )
+    except PdfError as exc:
+        if not ocr or exc.status != "skipped" or not str(exc).endswith((OCR_HINT, GARBLED_HINT)):
+            raise
+        return _with_ocr(Path(path), password, None, ocr_language, on_page, str(exc))
+    if ocr and len(document.pages) < document.page_count:
+        return _with_ocr(Path(path), password, document, ocr_language, on_page, None)
+    return document
+
+
+def _with_ocr(
+    path: Path,
+    password: Passwords,
+    document: Document | None,
+    language: str,
+    on_page: ProgressFn | None,
+    why: str | None,
+) -> Document:
+    """`document` (None: no usable text layer) with its pages without text read by OCR."""
+    from ragchat.ingest.ocr import MIN_CONFIDENCE, OcrUnavailableError, check_ocr, ocr_pages
+
+    try:
+        check_ocr(language)
+    except OcrUnavailableError as exc:
+        if document is not None:
+            return replace(document, warnings=(*document.warnings, f"no OCR: {exc}"))
+        raise PdfError(f"{why}; {exc}", status="skipped") from exc
+    try:
+        pdf: Any = _open_pdfium(path, password)
+    except _ExtractorError as exc:
+        if document is not None:
+            return document
+        raise PdfError(f"{path.name}: {exc}", status="failed") from exc
+    try:
+        total = len(pdf)
+        have = {p.number: p.text for p in document.pages} if document else {}
+        todo = [n for n in range(1, total + 1) if n not in have]
+        result = ocr_pages(pdf, todo, language=language, on_page=on_page)
+    finally:
+        pdf.close()
+    numbers = sorted(result.texts)
+    cleaned, _ = normalise_pages([result.texts[n] for n in numbers])
+    texts = dict(have)
+    texts.update((n, t) for n, t in zip(numbers, cleaned, strict=True) if t.strip())
+    doubt = ""
+    if result.unreliable:
+        worst = max(result.unreliable.values())
+        doubt = (
+            f"OCR text of {len(result.unreliable)} pages dropped as unreliable (mean word "
+            f"confidence {worst:.0f} < {MIN_CONFIDENCE:.0f}: another script or language? "
+            f"see --ocr-language)"
+        )
+    if len(texts) == len(have):
+        if document is not None:
+            return replace(document, warnings=(*document.warnings, doubt)) if doubt else document
+        found = doubt or "OCR found none either"
+        raise PdfError(f"{path.name}: no text, and {found}", status="skipped")
+    pages = tuple(Page(n, texts[n]) for n in sorted(texts))
+    extractor = f"{document.extractor}+ocr" if document else "ocr"
+    notes = (*document.warnings,) if document else ()
+    note = f"OCR read {len(texts) - len(have)} of {len(todo)} pages without text"
+    return Document(path, pages, total, extractor, (*notes, note, *([doubt] if doubt else [])))
+
+
+def _extract_text_layer(
+    path: Path,
+    *,
+    password: Passwords,
+    fallback: bool,
+    on_page: ProgressFn | None,
+    primary: str,
+) -> Document:
+    """The text layer of `path` (see `extract_document_inprocess`)."""
     _check_pdf_header(path)
     order = [primary] + ([name for name in _READERS if name != primary] if fallback else [])
+    if order == ["pypdf", "pdfium"]:
+        order = _cheaper_first(path, password)
+        primary = order[0]
 
     failures: list[_ExtractorError] = []
     candidates: list[tuple[_RawText, str | None]] = []
@@ -727,7 +937,13 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 
 def _worker_main(
-    conn: Connection, path: str, password: str | None, fallback: bool, primary: str
+    conn: Connection,
+    path: str,
+    password: Passwords,
+    fallback: bool,
+    primary: str,
+    ocr: bool = False,
+    ocr_language: str = "eng",
 ) -> None:
     """Worker entry: extract and send ("page", done, total)... then ("ok", ...) or
     ("error", status, message)."""
@@ -743,7 +959,13 @@ def _worker_main(
 
     try:
         doc = extract_document_inprocess(
-            Path(path), password=password, fallback=fallback, on_page=progress, primary=primary
+            Path(path),
+            password=password,
+            fallback=fallback,
+            on_page=progress,
+            primary=primary,
+            ocr=ocr,
+            ocr_language=ocr_language,
         )
         conn.send(
             (
@@ -766,14 +988,20 @@ def _worker_main(
 SECONDS_PER_PAGE_CAP = 2.0
 
 
+# With OCR: Tesseract takes 1-5 s for a 300 dpi page on one core.
+SECONDS_PER_OCR_PAGE_CAP = 20.0
+
+
 def extract_document(
     path: Path,
     *,
-    password: str | None = None,
+    password: Passwords = None,
     timeout_s: float = 60.0,
     fallback: bool = True,
     on_page: ProgressFn | None = None,
     primary: str = "pypdf",
+    ocr: bool = False,
+    ocr_language: str = "eng",
 ) -> Document:
     """Extract the text of the PDF at `path`, page by page (1-based, pages without text
     left out), in a worker process that is killed when no page finishes for `timeout_s`
@@ -781,8 +1009,10 @@ def extract_document(
     SECONDS_PER_PAGE_CAP per page (a 2,400-page manual legitimately takes a minute or
     more; one pathological page must not hang ingest).
 
-    `password` is tried after the empty password; `fallback` allows PDFium when pypdf
-    fails or gives no/garbled text; `on_page(done, total)` reports extraction progress
+    `password` (one, or several tried in turn) is tried after the empty password; it goes
+    to the worker through a pipe, never on a command line. `fallback` allows PDFium when
+    pypdf fails or gives no/garbled text; `ocr` reads pages without text with Tesseract
+    (`ocr_language`); `on_page(done, total)` reports extraction progress
     (pages of the extractor currently running). Raises PdfError with status "skipped"
     (not a PDF, zero pages, no text) or "failed" (unreadable, password, time limit,
     worker crash); no other exception escapes except from `on_page` itself.
@@ -793,7 +1023,7 @@ def extract_document(
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_worker_main,
-        args=(sender, str(path), password, fallback, primary),
+        args=(sender, str(path), password, fallback, primary, ocr, ocr_language),
         name=f"ragchat-pdf:{path.name}",
         daemon=True,
     )
@@ -840,7 +1070,8 @@ def extract_document(
                 if done != last_done:
                     last_done = done
                     deadline = time.monotonic() + timeout_s
-                cap = started + timeout_s + SECONDS_PER_PAGE_CAP * total
+                per_page = SECONDS_PER_OCR_PAGE_CAP if ocr else SECONDS_PER_PAGE_CAP
+                cap = started + timeout_s + per_page * total
                 if on_page is not None:
                     on_page(message[1], message[2])
             elif message[0] == "ok":

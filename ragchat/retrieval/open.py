@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ragchat.errors import IndexMismatchError
 from ragchat.index.store import IndexConfig, IndexStore
+from ragchat.retrieval.onnxembed import vector_family
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
@@ -25,7 +26,9 @@ def open_or_create(
     if (index_path / MANIFEST).is_file():
         store = IndexStore.open(index_path)
         check_compatible(store, settings, embedder_spec)
-        embedder = load_embedder(store.config.embedder, settings)
+        embedder = load_embedder(
+            store.config.embedder, settings, runtime=_runtime_for(store, settings)
+        )
         state = store.embedder_state()
         if state:
             embedder.load_state(state)
@@ -38,6 +41,7 @@ def open_or_create(
         dim=embedder.dim,
         chunk_tokens=min(settings.chunk_tokens, embedder.max_tokens),
         chunk_overlap=settings.chunk_overlap,
+        embedder_runtime=getattr(embedder, "runtime", "torch"),
     )
     store, created = IndexStore.create_or_open(index_path, config)
     if created:
@@ -66,6 +70,16 @@ def check_compatible(
             f"{embedder_spec!r}. To switch, run `ragchat rebuild {store.name} --embedder "
             f"{embedder_spec}`."
         )
+    asked_runtime = settings.embedder_runtime
+    if asked_runtime != "auto" and vector_family(asked_runtime) != vector_family(
+        cfg.embedder_runtime
+    ):
+        raise IndexMismatchError(
+            f"index {store.name} holds vectors made by embedder runtime "
+            f"{cfg.embedder_runtime!r}, which {asked_runtime!r} does not reproduce (int8 and "
+            f"float32 vectors differ). Use --embedder-runtime auto, or to switch run "
+            f"`ragchat rebuild {store.name} --embedder-runtime {asked_runtime}`."
+        )
     for flag, asked, have in (
         ("--chunk-tokens", chunk_tokens, cfg.chunk_tokens),
         ("--chunk-overlap", chunk_overlap, cfg.chunk_overlap),
@@ -75,6 +89,14 @@ def check_compatible(
                 f"index {store.name} was chunked with {flag} {have}, not {asked}. To switch, "
                 f"run `ragchat rebuild {store.name} {flag} {asked}`."
             )
+
+
+def _runtime_for(store: IndexStore, settings: Settings) -> str:
+    """The runtime to embed queries and new chunks of `store` with: the asked one (checked
+    by `check_compatible`), or under "auto" one of the vector family the index holds."""
+    if settings.embedder_runtime != "auto":
+        return settings.embedder_runtime
+    return "onnx-int8" if vector_family(store.config.embedder_runtime) == "int8" else "auto"
 
 
 def _same_embedder(spec: str, recorded: str) -> bool:
