@@ -77,6 +77,16 @@ class Settings:
     # what runs the default embedder: auto (ONNX Runtime where measured faster) | torch |
     # onnx | onnx-int8 (its own vector family: never mixed with float32 vectors)
     embedder_runtime: str = "auto"
+    # OpenAI-compatible server (--backend openai, --embedder openai:NAME; docs/models.md).
+    openai_base_url: str = ""  # e.g. http://127.0.0.1:8080/v1
+    openai_embed_base_url: str = ""  # the embedding server; "" = openai_base_url
+    # Only from RAGCHAT_OPENAI_API_KEY, config.toml or OPENAI_API_KEY, never a flag; kept
+    # out of repr so it is never printed with the settings.
+    openai_api_key: str = field(default="", repr=False)
+    openai_connect_timeout_s: float = 5.0
+    openai_read_timeout_s: float = 60.0  # a server silent this long has stalled
+    openai_retries: int = 3  # on HTTP 429 and 5xx, with backoff
+    openai_logprobs: bool = False  # ask for the answer tokens' log-probabilities
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -146,6 +156,10 @@ def load_settings(
         var = "RAGCHAT_" + name.upper()
         if var in env:
             values[name] = _coerce(name, kind, env[var], var)
+
+    # The generic variable other OpenAI clients read, below ragchat's own and config.toml.
+    if "openai_api_key" not in values and env.get("OPENAI_API_KEY"):
+        values["openai_api_key"] = env["OPENAI_API_KEY"]
 
     for name, value in (overrides or {}).items():
         if value is None:

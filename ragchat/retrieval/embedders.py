@@ -128,6 +128,10 @@ def load_embedder(
         )
     if sep and kind == "lm":
         return LMEmbedder(rest, settings, dtype=dtype)
+    if sep and kind == "openai":
+        from ragchat.retrieval.remote import OpenAIEmbedder
+
+        return OpenAIEmbedder(rest, settings)
     target = rest if sep and kind == "st" else spec
     folder, embedder_id = _sentence_transformer_folder(target, settings)
     return _load_sentence_folder(folder, embedder_id, settings, dtype)
