@@ -111,6 +111,34 @@ def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
     return min(found) if found else None
 
 
+class StopGate:
+    """What of a growing answer may be shown: never text at or after a stop sequence, even
+    one that arrives split across tokens, and nothing yet that could still become one (or
+    is half a UTF-8 character). Every engine's loop feeds it the whole text so far."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stops = [s for s in stop if s]
+        self._longest = max((len(s) for s in self.stops), default=0)
+        self.emitted = 0  # characters of the text already released
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """The newly releasable text, and whether a stop sequence was reached."""
+        cut = find_stop(text, self.stops, max(0, self.emitted - self._longest))
+        if cut is not None:
+            piece = text[self.emitted : cut] if cut > self.emitted else ""
+            self.emitted = max(self.emitted, cut)
+            return piece, True
+        safe = len(text) - stop_holdback(text, self.stops)
+        if safe > self.emitted:
+            piece, self.emitted = text[self.emitted : safe], safe
+            return piece, False
+        return "", False
+
+    def rest(self, text: str) -> str:
+        """What was held back, once the text has ended without a stop."""
+        return text[self.emitted :].rstrip("\ufffd")
+
+
 def pick_device_dtype(device_setting: str) -> tuple[str, torch.dtype]:
     """("cpu"|"cuda", dtype) for settings.device: bf16 on CUDA that has it (fp16 otherwise),
     bf16 on CPUs with native bf16, fp32 on other CPUs."""
@@ -218,10 +246,8 @@ class GreedyLoop:
                 f"{self.context_window}; use fewer or shorter passages (-k)."
             )
         max_new_tokens = max(0, min(max_new_tokens, self.context_window - len(ids)))
-        stops = [s for s in stop if s]
-        longest = max((len(s) for s in stops), default=0)
+        gate = StopGate(stop)
         generated: list[int] = []
-        emitted = 0  # characters of the decoded answer already yielded
         text = ""
         reason: StopReason = "max_tokens"
         prefill_s = 0.0
@@ -248,25 +274,19 @@ class GreedyLoop:
                         break
                     generated.append(next_id)
                     text = self._decode(generated)
-                    cut = find_stop(text, stops, max(0, emitted - longest))
-                    if cut is not None:
-                        reason = "stop"
-                        if cut > emitted:
-                            first_token_s = first_token_s or time.perf_counter() - started
-                            yield text[emitted:cut]
-                        emitted = max(emitted, cut)
-                        return
-                    safe = len(text) - stop_holdback(text, stops)
-                    if safe > emitted:
+                    piece, stopped = gate.feed(text)
+                    if piece:
                         first_token_s = first_token_s or time.perf_counter() - started
-                        yield text[emitted:safe]
-                        emitted = safe
+                        yield piece
+                    if stopped:
+                        reason = "stop"
+                        return
                     if len(generated) < max_new_tokens:
                         logits = self._step(next_id)
             except (RuntimeError, ValueError) as exc:
                 raise GenerationError(f"{self.name} failed while generating: {exc}") from exc
             # Ended by EOS or the token limit: what was held back was not a stop after all.
-            tail = text[emitted:].rstrip("\ufffd")
+            tail = gate.rest(text)
             if tail:
                 first_token_s = first_token_s or time.perf_counter() - started
                 yield tail

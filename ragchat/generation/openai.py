@@ -35,7 +35,7 @@ from typing import Any
 
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
-from ragchat.generation.base import GenerationStats, StopReason, find_stop, stop_holdback
+from ragchat.generation.base import GenerationStats, StopGate, StopReason
 from ragchat.generation.formats import Message, PromptFormat
 from ragchat.openai_api import OpenAIClient, endpoint_for
 
@@ -205,10 +205,9 @@ class OpenAIGenerator:
         sequences are sent to the server and enforced here as well, held back until they
         can't match, so a server that ignores or caps `stop` changes nothing."""
         started = time.perf_counter()
-        stops = [s for s in stop if s]
-        longest = max((len(s) for s in stops), default=0)
+        gate = StopGate(stop)
+        stops = gate.stops
         text = ""
-        emitted = 0
         pieces = 0
         reason: StopReason = "max_tokens"
         first_token_s: float | None = None
@@ -234,19 +233,13 @@ class OpenAIGenerator:
                     if piece:
                         pieces += 1
                         text += piece
-                        cut = find_stop(text, stops, max(0, emitted - longest))
-                        if cut is not None:
-                            reason = "stop"
-                            if cut > emitted:
-                                first_token_s = first_token_s or time.perf_counter() - started
-                                yield text[emitted:cut]
-                            emitted = max(emitted, cut)
-                            return
-                        safe = len(text) - stop_holdback(text, stops)
-                        if safe > emitted:
+                        released, stopped = gate.feed(text)
+                        if released:
                             first_token_s = first_token_s or time.perf_counter() - started
-                            yield text[emitted:safe]
-                            emitted = safe
+                            yield released
+                        if stopped:
+                            reason = "stop"
+                            return
                     if finish:
                         # The server can't tell an end-of-turn token from a stop string.
                         reason = "max_tokens" if finish == "length" else "eos"
@@ -255,7 +248,7 @@ class OpenAIGenerator:
                     return
             finally:
                 events.close()
-            tail = text[emitted:].rstrip("\ufffd")
+            tail = gate.rest(text)
             if tail:
                 first_token_s = first_token_s or time.perf_counter() - started
                 yield tail
