@@ -208,6 +208,8 @@ def test_an_explanation_gets_cited_sentences_streamed(retriever) -> None:
     assert result.signals["no_answer"] > 0 and not result.abstained
     assert result.text.count("[gull-point.pdf p.") == 4  # each sentence cited
     assert "fifth" not in result.text
+    assert "fifth" not in "".join(shown)  # neither shown nor generated past the fourth
+    assert result.timings.gen_tokens < generator.count_tokens(reply)
     assert "1–4 sentences" not in generator.prompts[-1]  # the explain instruction is used
     assert "one to four sentences" in generator.prompts[-1]
 

@@ -271,6 +271,16 @@ _SENTENCE_END = re.compile(
 )
 
 
+def sentence_cut(text: str, n: int) -> int | None:
+    """Where the `n`-th sentence of `text` ends (after its citation markers), once a next
+    sentence has begun; None before that."""
+    ends = list(_SENTENCE_END.finditer(text))
+    if len(ends) < n:
+        return None
+    match = ends[n - 1]
+    return match.end() - len(match.group(0)) + len(match.group(0).rstrip())
+
+
 def clean_answer(raw: str, kind: QuestionKind = "lookup") -> str:
     """The model's answer without lead-ins ("According to the passages,", "The answer is");
     citation markers [n] are kept. A lookup keeps its first line and first sentence (small

@@ -27,12 +27,14 @@ from ragchat.answer.citations import Citation, CitationStream, render_citations,
 from ragchat.answer.focus import focus_passages
 from ragchat.answer.followup import standalone
 from ragchat.answer.prompts import (
+    MAX_SENTENCES,
     VERIFY_NO,
     VERIFY_YES,
     Turn,
     build_rag_prompt,
     clean_answer,
     question_kind,
+    sentence_cut,
     verify_prompt,
 )
 from ragchat.records import Passage
@@ -182,14 +184,24 @@ def answer(
     first_token_s: float | None = None
     scoring = bool(getattr(generator, "scores_continuations", False))
     extra = {"score": (ABSTAIN,)} if scoring else {}
+    written = 0  # characters of the answer so far
     for piece in generator.stream(
         prompt.text, max_new_tokens=max_new_tokens, stop=prompt.stop, cancel=cancel, **extra
     ):
         if first_token_s is None:
             first_token_s = time.perf_counter() - gen_started
         pieces.append(piece)
-        if stream:
+        # An explanation ends with its MAX_SENTENCES-th sentence: what the model writes
+        # after it is neither shown nor generated.
+        cut = sentence_cut("".join(pieces), MAX_SENTENCES) if kind == "explain" else None
+        if cut is not None:
+            pieces = ["".join(pieces)[:cut]]
+            piece = pieces[0][written:]
+        if stream and piece:
             stream.feed(piece)
+        written += len(piece)
+        if cut is not None:
+            break
     if stream:
         stream.close()
     raw = "".join(pieces).strip()
