@@ -208,6 +208,11 @@ def test_char_f1_scores_japanese_answers_by_character() -> None:
     assert char_f1("東京", ["大阪"]) == 0.0
 
 
+def test_contains_finds_japanese_answers_without_spaces() -> None:
+    assert contains("放送開始は5時からで、RKBラジオは", ["RKBラジオ"]) == 1.0
+    assert contains("It was the Broncos", ["Bronco"]) == 0.0  # English keeps word boundaries
+
+
 def test_off_topic_questions_are_scored_by_abstention_alone() -> None:
     on = make_question()
     off = dataclasses.replace(make_question(), off_topic=True)

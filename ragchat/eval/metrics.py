@@ -104,9 +104,18 @@ def token_f1(prediction: str, answers: Sequence[str]) -> float:
     return max(_f1(prediction, a) for a in answers)
 
 
+# Scripts written without spaces between words: there, any substring may be a word.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9f\u0e00-\u0e7f]")
+
+
 def _contains_words(haystack: str, needle: str) -> bool:
-    """Whether normalised `needle` occurs in normalised `haystack` on word boundaries."""
-    return bool(needle) and f" {needle} " in f" {haystack} "
+    """Whether normalised `needle` occurs in normalised `haystack` on word boundaries (for
+    Japanese, Chinese or Thai text, anywhere: those scripts put no spaces between words)."""
+    if not needle:
+        return False
+    if _UNSPACED.search(needle):
+        return needle in haystack
+    return f" {needle} " in f" {haystack} "
 
 
 def contains(prediction: str, answers: Sequence[str]) -> float:
