@@ -5,6 +5,7 @@ generation tok/s and peak RSS, llama.cpp and transformers side by side.
     python bench/generation.py --models smollm2 --repeats 1     # quick
     python bench/generation.py --json /tmp/generation.json      # also write the figures
     python bench/generation.py --under-load --models qwen1.5b   # threads vs a competing job
+    python bench/generation.py --under-load --answers           # real answers, ditto
 
 --under-load measures llama.cpp seconds per answer with the default thread choice (0:
 hardware.compute_threads, the free physical cores, re-chosen at every answer) and with 1
@@ -12,6 +13,12 @@ and 2 threads, each alone and with one competing CPU-bound process (a busy Pytho
 started before the child loads the model and stopped after it), side by side; the ratio
 loaded/alone is what "degrades gracefully" means. The machine's 1-minute load before each
 row is printed with it: other work on the machine counts as load too.
+
+--under-load --answers measures what a user waits for instead: `ragchat ask --json -` over
+an index of the sample PDF, the demo's questions (lookups and an explanation, focused
+prompts, the system prompt's KV cache kept between questions), the default threads, alone
+and beside the same competing process; seconds per answer are the answers' own total_s
+(retrieval + generation, not the model load), medians over all questions of the run.
 
 Every (backend, model) runs in a fresh child process of this script, so `load_s` is a cold
 start (imports of torch / llama_cpp included, page cache permitting) and `peak_rss` is that
@@ -301,9 +308,16 @@ def main() -> int:
         action="store_true",
         help="llama.cpp only: threads 0 (auto), 1, 2, alone and beside a CPU-bound job",
     )
+    parser.add_argument(
+        "--answers",
+        action="store_true",
+        help="with --under-load: time `ragchat ask` answers over the sample PDF instead",
+    )
     args = parser.parse_args()
 
     budget = prompt_budget()
+    if args.under_load and args.answers:
+        return under_load_answers(args)
     if args.under_load:
         return under_load(args, budget)
     installed = installed_models(args.cache_dir)
@@ -447,6 +461,82 @@ def under_load(args: argparse.Namespace, budget: int) -> int:
             f"{fmt(ratio, '.2f'):>13} {decode:>26} "
             f"{alone['load_before']:>7.2f}/{busy['load_before']:<8.2f}"
         )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": model, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+# The demo's questions (scripts/demo.sh) and a few more of the same sample, twice over.
+ANSWER_QUESTIONS = (
+    "Who built the lighthouse?",
+    "How far away could the light be seen?",
+    "Describe the history of the lighthouse.",
+    "When was the lighthouse first lit?",
+    "How many steps does the tower have?",
+    "Why was the fog signal replaced?",
+) * 2
+
+
+def under_load_answers(args: argparse.Namespace) -> int:
+    """Seconds per real answer (`ragchat ask --json -`, default threads), alone and beside
+    one CPU-bound process, in one run."""
+    model = (args.models or ["qwen1.5b"])[0]
+    env = {**os.environ, "RAGCHAT_CACHE_DIR": str(args.cache_dir)}
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="rc-bench-ans-") as tmp:
+        index = Path(tmp) / "sample"
+        ragchat = [sys.executable, "-m", "ragchat"]
+        subprocess.run(
+            [*ragchat, "ingest", str(SAMPLE), "--index", str(index), "--quiet"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        stdin = "\n".join(ANSWER_QUESTIONS) + "\n"
+        print(
+            f"{model}, `ragchat ask --json -`, {len(ANSWER_QUESTIONS)} questions per row, "
+            f"default threads; cpu_count {os.cpu_count()}"
+        )
+        for loaded in (False, True):
+            load_before = os.getloadavg()[0]
+            competitor = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if loaded else None
+            try:
+                done = subprocess.run(
+                    [*ragchat, "ask", "--json", "-", "--index", str(index), "--model", model],
+                    input=stdin,
+                    text=True,
+                    env=env,
+                    capture_output=True,
+                    timeout=args.timeout,
+                )
+            finally:
+                if competitor is not None:
+                    competitor.kill()
+                    competitor.wait()
+            if done.returncode != 0:
+                print(f"ragchat ask failed: {done.stderr[-2000:]}")
+                return 1
+            answers = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+            totals = [a["timings"]["total_s"] for a in answers]
+            firsts = [a["timings"].get("first_token_s") for a in answers]
+            rows[loaded] = {
+                "s_per_answer": med(totals),
+                "first_token_s": med([f for f in firsts if f is not None]),
+                "load_before": load_before,
+                "answers": [a.get("answer", "")[:80] for a in answers],
+            }
+            what = "with 1 busy process" if loaded else "alone"
+            print(
+                f"  {what}: {fmt(rows[loaded]['s_per_answer'], '.2f')} s/answer "
+                f"(first token {fmt(rows[loaded]['first_token_s'], '.2f')} s; "
+                f"load avg before {load_before:.2f})",
+                flush=True,
+            )
+    alone, busy = rows[False]["s_per_answer"], rows[True]["s_per_answer"]
+    print(f"loaded/alone: {fmt(busy / alone if alone and busy else None, '.2f')}")
+    same = sum(a == b for a, b in zip(rows[False]["answers"], rows[True]["answers"], strict=True))
+    print(f"same answers alone and loaded: {same}/{len(ANSWER_QUESTIONS)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"model": model, "rows": rows}, indent=2) + "\n")

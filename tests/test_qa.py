@@ -183,6 +183,7 @@ def test_ask_json_contract(sample_index: Path, model_cache: Path) -> None:
             "load_s",
             "retrieve_s",
             "first_token_s",
+            "total_s",
             "prompt_tokens",
             "gen_tokens",
             "tok_per_s",

@@ -262,8 +262,10 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     verify = signals.get("verify")
     if verify is not None and thresholds.verify is not None and verify < thresholds.verify:
         return Decision(True, "verify")
-    # The no-answer score is calibrated on short spans: an explanation's is not comparable.
-    no_answer = None if signals.get("explain") else signals.get("no_answer")
+    # The no-answer score is calibrated on short extracted spans: an explanation's, or a
+    # script's answer in the reader's own words, is not comparable.
+    free_form = signals.get("explain") or signals.get("script")
+    no_answer = None if free_form else signals.get("no_answer")
     if (
         no_answer is not None
         and thresholds.no_answer is not None

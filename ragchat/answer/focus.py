@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragchat.index.lexical import tokenize
+from ragchat.ingest.script import is_script, speeches
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
@@ -55,15 +56,31 @@ def split_sentences(text: str) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
+def passage_units(text: str, script: bool | None = None) -> list[str]:
+    """What focusing picks from: a script's speeches with their speakers (script.py), the
+    sentences of anything else. `script` None: whether `text` looks like one."""
+    if is_script(text) if script is None else script:
+        return [speech.render() for speech in speeches(text)]
+    return split_sentences(text)
+
+
 def focus_passages(
-    question: str, passages: Sequence[Passage], embedder: Embedder, *, sentences: int
+    question: str,
+    passages: Sequence[Passage],
+    embedder: Embedder,
+    *,
+    sentences: int,
+    script: bool | None = None,
 ) -> list[Passage]:
-    """The passages cut down to the `sentences` best sentences overall (in their original
-    order, gaps marked with " … "); passages left without a sentence are dropped, the order
-    of the others is kept."""
-    units = [(i, s) for i, p in enumerate(passages) for s in split_sentences(p.text)]
+    """The passages cut down to the `sentences` best sentences overall (a script's best
+    speeches, speakers named), in their original order, gaps marked with " … "; passages
+    left without a sentence are dropped, the order of the others is kept. `script`: read
+    every passage as a script (True), none (False), or each as it looks (None)."""
+    units = [(i, s) for i, p in enumerate(passages) for s in passage_units(p.text, script)]
     if len(units) <= sentences:
-        return list(passages)
+        if not (script or (script is None and any(is_script(p.text) for p in passages))):
+            return list(passages)
+        return _picked(passages, units, set(range(len(units))))
     query = embedder.embed([question], kind="query")[0]
     cosine = embedder.embed([s for _, s in units], kind="passage") @ query
     words = set(tokenize(question))
@@ -73,6 +90,13 @@ def focus_passages(
     rank = np.array([i for i, _ in units], dtype=np.float32)
     score = cosine + LEXICAL_WEIGHT * overlap - RANK_PRIOR * rank
     keep = set(np.argsort(-score, kind="stable")[:sentences].tolist())
+    return _picked(passages, units, keep)
+
+
+def _picked(
+    passages: Sequence[Passage], units: Sequence[tuple[int, str]], keep: set[int]
+) -> list[Passage]:
+    """The passages with only the `keep` units of their text (gaps marked)."""
     focused: list[Passage] = []
     offset = 0
     for i, passage in enumerate(passages):

@@ -107,9 +107,48 @@ EXPLAIN_FEW_SHOT: tuple[Turn, ...] = (
         "1905 with a new library [2].",
     ),
 )
-_PROMPTS: dict[str, tuple[str, tuple[Turn, ...]]] = {
-    "lookup": (SYSTEM_PROMPT, FEW_SHOT),
-    "explain": (EXPLAIN_SYSTEM_PROMPT, EXPLAIN_FEW_SHOT),
+
+# Scripts (script.py renders their passages as "Name (direction): words"): what answers a
+# question about a story is rarely a span of its dialogue ("Who did he think he killed?"
+# -> "his father", from "I killed my da"), so the answer is asked for in the reader's own
+# few words, or one or two sentences for an explanation.
+SCRIPT_SYSTEM_PROMPT = (
+    "You answer questions about a play or screenplay using only the numbered passages the "
+    "user gives; each line is a character's name and what they say, with stage "
+    "directions in brackets. Answer in a few words of your own: the person, thing or "
+    "short phrase that answers the question, then the passage number like [1]. If the "
+    f"passages do not contain the answer, say: {ABSTAIN}"
+)
+SCRIPT_EXPLAIN_SYSTEM_PROMPT = (
+    "You answer questions about a play or screenplay using only the numbered passages the "
+    "user gives; each line is a character's name and what they say, with stage "
+    "directions in brackets. Answer in one or two short sentences of your own that say "
+    "what happens, and end each sentence with the number of the passage it comes from, "
+    f"like [2]. If the passages do not contain the answer, say: {ABSTAIN}"
+)
+_SCRIPT_EXAMPLE_PASSAGES = (
+    "[1] (play.pdf p.4) Mary: Where's Tom gone this morning? Anne (at the window): He took "
+    "his brother's boat out at dawn, and the storm came up behind him.\n\n"
+    "[2] (play.pdf p.9) Tom (soaked, in the doorway): I lost her on the rocks, Mary. The "
+    "boat's gone."
+)
+SCRIPT_FEW_SHOT: tuple[Turn, ...] = (
+    Turn(
+        f"Passages:\n{_SCRIPT_EXAMPLE_PASSAGES}\n\nQuestion: Whose boat did Tom take?",
+        "his brother's [1]",
+    ),
+)
+SCRIPT_EXPLAIN_FEW_SHOT: tuple[Turn, ...] = (
+    Turn(
+        f"Passages:\n{_SCRIPT_EXAMPLE_PASSAGES}\n\nQuestion: What happens to the boat?",
+        "Tom takes it out in a storm and wrecks it on the rocks [1] [2].",
+    ),
+)
+_PROMPTS: dict[tuple[str, bool], tuple[str, tuple[Turn, ...]]] = {
+    ("lookup", False): (SYSTEM_PROMPT, FEW_SHOT),
+    ("explain", False): (EXPLAIN_SYSTEM_PROMPT, EXPLAIN_FEW_SHOT),
+    ("lookup", True): (SCRIPT_SYSTEM_PROMPT, SCRIPT_FEW_SHOT),
+    ("explain", True): (SCRIPT_EXPLAIN_SYSTEM_PROMPT, SCRIPT_EXPLAIN_FEW_SHOT),
 }
 
 
@@ -157,13 +196,15 @@ def build_rag_prompt(
     budget_tokens: int,
     history: Sequence[Turn] | None = None,
     kind: QuestionKind = "lookup",
+    script: bool = False,
 ) -> RagPrompt:
     """The answer prompt with as many passages as fit in `budget_tokens` (the prompt's token
     budget: context window minus answer room), taken best first in the given order; a
     passage too long for what is left is skipped for later, shorter ones, except that the
     first is cut to fit when nothing else would. Passages are renumbered 1.. as included.
-    `kind` picks the instruction: a short exact span, or 1–4 cited sentences."""
-    system, examples = _PROMPTS[kind]
+    `kind` picks the instruction: a short exact span, or 1–4 cited sentences; `script`
+    its variant for a play's speeches (a few words of the reader's own, 1–2 sentences)."""
+    system, examples = _PROMPTS[kind, script]
     fixed = count_tokens(fmt.render(rag_messages(question, [], history, examples, system)))
     first = count_tokens(format_passage(1, passages[0])) if passages else 0
     if fixed + min(first, 128) > budget_tokens:  # a small window: passages matter more

@@ -37,6 +37,7 @@ from ragchat.answer.prompts import (
     sentence_cut,
     verify_prompt,
 )
+from ragchat.ingest.script import is_script
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class AnswerPolicy:
     # (focus.py); 0 gives whole passages. An explanation gets `explain_sentences`.
     focus_sentences: int = 3
     explain_sentences: int = 8
+    # A script's passages are focused to this many speeches (short lines: a lookup needs
+    # the exchange around the answer, not three lines of it).
+    script_speeches: int = 8
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     # Run the yes/no verification pass (1–2 s) and record its margin in signals["verify"];
     # None: only while the verify threshold can decide.
@@ -163,11 +167,16 @@ def answer(
 
     kind = question_kind(query)
     signals["explain"] = float(kind == "explain")
+    # Most of the passages laid out as a play or screenplay: read as speeches.
+    script = 2 * sum(is_script(p.text) for p in retrieved) > len(retrieved)
+    signals["script"] = float(script)
     budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
     given = retrieved
     sentences = policy.explain_sentences if kind == "explain" else policy.focus_sentences
+    if script:
+        sentences = max(sentences, policy.script_speeches)
     if sentences and embedder is not None:
-        given = focus_passages(query, retrieved, embedder, sentences=sentences)
+        given = focus_passages(query, retrieved, embedder, sentences=sentences, script=script)
     prompt = build_rag_prompt(
         query,
         given,
@@ -175,6 +184,7 @@ def answer(
         count_tokens=generator.count_tokens,
         budget_tokens=budget,
         kind=kind,
+        script=script,
     )
     # A lookup is a few tokens: it is shown once decided, so a guess is never shown and
     # then withdrawn. An explanation streams as it is written.

@@ -142,16 +142,18 @@ def load_model(settings: Settings, quiet: bool = False) -> Generator:
         if bar is None:
             from tqdm import tqdm
 
+            # The bar starts where the first report is: a rate counted from 0 would be the
+            # first piece over microseconds ("926GB/s").
             bar = tqdm(
                 total=total,
+                initial=done,
                 unit="B",
                 unit_scale=True,
                 desc="preparing model",
                 file=sys.stderr,
                 leave=False,
             )
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         return load_generator(settings.model, settings, progress)

@@ -199,6 +199,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
             "load_s": round(t.load_s, 3),
             "retrieve_s": round(t.retrieve_s, 3),
             "first_token_s": None if t.first_token_s is None else round(t.first_token_s, 3),
+            "total_s": round(t.total_s, 3),
             "prompt_tokens": t.prompt_tokens,
             "gen_tokens": t.gen_tokens,
             "tok_per_s": round(t.tok_per_s, 2),

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from ragchat.ingest.script import lead_line_ends
 from ragchat.records import Chunk, Page
 
 PAGE_SEPARATOR = "\n\n"
@@ -243,6 +244,12 @@ def _gap_levels(
         _count_in(_blank_lines(page_spans, newlines, nonspace_before), prev_end, next_start, "left")
         > 0
     ] = _PARAGRAPH
+    # Right after a speaker's cue or a heading is the worst place to end: the chunk would
+    # end on a name and the next begin with words nobody says.
+    leads = np.asarray(lead_line_ends(text), dtype=np.int64)
+    if len(leads):
+        after_lead = (_count_in(leads, prev_end, next_start, "left") > 0) & (gap > _SPACE)
+        gap[after_lead] = _SPACE
     return levels
 
 
