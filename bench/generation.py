@@ -35,8 +35,8 @@ stop reason are printed so such a row can be read for what it is.
 
 Fair repeats: the llama.cpp generator keeps its KV cache between calls and evaluates only
 the part of a new prompt after the common token prefix, so a repeated prompt would cost
-one token of prefill. Before each repeat this bench calls `gen.llm.reset()` (when the
-generator has an `llm` attribute) so every repeat does a full prefill like a first question.
+one token of prefill. Before each repeat this bench calls `gen.forget_prompts()` (when the
+generator has one) so every repeat does a full prefill like a first question.
 
 TTFT = GenerationStats.first_token_s (from the `stream` call: tokenise + prefill + first
 token; load excluded). prefill tok/s = prompt_tokens / prefill_s. decode tok/s =
@@ -142,9 +142,8 @@ def child_run(
     runs = []
     text = ""
     for _ in range(repeats):
-        llm = getattr(gen, "llm", None)
-        if llm is not None:
-            llm.reset()  # drop llama.cpp's KV cache: every repeat prefills the whole prompt
+        if hasattr(gen, "forget_prompts"):
+            gen.forget_prompts()  # llama.cpp's KV cache and kept prompts: a full prefill
         text = "".join(gen.stream(prompt.text, max_new_tokens=max_new_tokens, stop=()))
         s = gen.last_stats
         assert s is not None

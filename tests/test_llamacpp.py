@@ -103,6 +103,28 @@ def test_prefix_cache_gives_the_same_answer_as_a_fresh_context(
     assert "".join(fresh.stream(prompt, max_new_tokens=10)) == warm
 
 
+def test_a_kept_prompt_state_is_restored_and_answers_the_same(
+    smol: LlamaCppGenerator, model_cache: Path
+) -> None:
+    """A prompt after one of another shape restores the KV state it shares the longest
+    prefix with (not prefilled again), and answers exactly as a fresh context does."""
+    long_system = Message("system", "You answer from the passage. " * 12)
+    first = smol.format_prompt([long_system, *QUESTION])
+    "".join(smol.stream(first, max_new_tokens=6))
+    "".join(smol.stream(smol.format_prompt([Message("user", "Say hi.")]), max_new_tokens=3))
+    again = smol.format_prompt(
+        [long_system, Message("user", "Passage: The bridge is 503 metres long.\nQ: How long?")]
+    )
+    warm = "".join(smol.stream(again, max_new_tokens=8))
+    shared = len(smol.encode_prompt(smol.format_prompt([long_system])))
+    assert smol.reused_tokens >= shared - 8  # the system prompt was not prefilled again
+    fresh = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp"))
+    assert "".join(fresh.stream(again, max_new_tokens=8)) == warm
+    smol.forget_prompts()
+    "".join(smol.stream(again, max_new_tokens=1))
+    assert smol.reused_tokens == 0
+
+
 def test_scoring_continuations_leaves_the_answer_unchanged(smol: LlamaCppGenerator) -> None:
     prompt = smol.format_prompt(QUESTION)
     plain = "".join(smol.stream(prompt, max_new_tokens=8))

@@ -24,6 +24,7 @@ logits are read straight from the context instead (`Llama._ctx`, pinned version)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import itertools
 import threading
@@ -45,10 +46,29 @@ from ragchat.generation.formats import PromptFormat, prompt_format_for
 MAX_CONTEXT = 4096
 
 
+# The KV state of the last few prompts is kept (about 28 KB a token for qwen1.5b, a few
+# MB a prompt) so that a prompt of another shape — a lookup after an explanation, the
+# follow-up rewrite, the verification pass — restores the one it shares the longest prefix
+# with instead of prefilling the system prompt and worked example again (on a 2-core CPU
+# 150–200 tokens are 4–5 s). A state is restored only when it saves this many tokens.
+KEPT_PROMPTS = 4
+MIN_SAVING = 32
+
+
 INSTALL_HINT = (
     "the llama.cpp backend needs llama-cpp-python, which compiles from source (6–13 min): "
     "pip install 'ragchat[llama]' (or use --backend transformers)."
 )
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens `a` and `b` share, at most `limit`."""
+    n = 0
+    for x, y in zip(a[:limit], b[:limit], strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def available() -> bool:
@@ -124,6 +144,9 @@ class LlamaCppGenerator(GreedyLoop):
         self.scores_continuations = True
         self.threads_setting = threads  # 0: chosen from the free cores at every call
         self.threads = int(llm.context_params.n_threads)
+        # (prompt token ids, KV state of sequence 0 after them), most recent last.
+        self._kept: list[tuple[tuple[int, ...], Any]] = []
+        self.reused_tokens = 0  # of the last prompt, taken from the cache (not prefilled)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -160,18 +183,48 @@ class LlamaCppGenerator(GreedyLoop):
         position's logits, or None when cancelled. Threads are re-chosen first."""
         self._pick_threads()
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        common = 0
-        limit = min(len(cached), len(ids) - 1)  # at least one token is evaluated for logits
-        while common < limit and cached[common] == ids[common]:
-            common += 1
+        limit = len(ids) - 1  # at least one token is evaluated for logits
+        common = _common_prefix(llm.input_ids[: llm.n_tokens], ids, limit)
+        kept = max(self._kept, key=lambda k: _common_prefix(k[0], ids, limit), default=None)
+        if kept is not None and _common_prefix(kept[0], ids, limit) >= common + MIN_SAVING:
+            self._restore(*kept)
+            common = _common_prefix(kept[0], ids, limit)
         llm.n_tokens = common  # the next eval drops the cache from here on
+        self.reused_tokens = common
         logits: np.ndarray | None = None
         for start in range(common, len(ids), PREFILL_CHUNK):
             if cancel is not None and cancel.is_set():
                 return None
             logits = self._eval(ids[start : start + PREFILL_CHUNK])
+        self._keep(ids)
         return logits
+
+    def forget_prompts(self) -> None:
+        """Drop the KV cache and every kept prompt state: the next prompt is prefilled
+        whole (benchmarks)."""
+        self.llm.reset()
+        self._kept.clear()
+
+    def _keep(self, ids: list[int]) -> None:
+        """Remember the KV state after the prompt `ids` (see KEPT_PROMPTS)."""
+        ctx = self.llm._ctx.ctx
+        size = self._llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self._llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if not written:
+            return
+        key = tuple(ids)
+        self._kept = [k for k in self._kept if k[0] != key][-(KEPT_PROMPTS - 1) :]
+        self._kept.append((key, buffer))
+
+    def _restore(self, ids: tuple[int, ...], buffer: Any) -> None:
+        """Put back a kept KV state: the context holds `ids` again."""
+        llm = self.llm
+        if not self._llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(buffer), 0):
+            llm.n_tokens = 0  # nothing usable restored: prefill from the start
+            return
+        llm.input_ids[: len(ids)] = ids
+        llm.n_tokens = len(ids)
 
     def _step(self, token: int) -> np.ndarray:
         return self._eval([token])
