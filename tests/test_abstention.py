@@ -123,6 +123,15 @@ def test_off_topic_question_abstains_before_the_model(retriever) -> None:
     assert "".join(shown) == ABSTAIN and result.text == ABSTAIN
 
 
+def test_an_uncited_lookup_cites_the_passage_it_was_read_from(retriever) -> None:
+    generator = ScriptedGenerator("Margaret Alder", answer_logprob=-0.1)
+    result = answer("Who built the lighthouse?", retriever, generator, k=3)
+    assert not result.abstained
+    assert result.text.startswith("Margaret Alder [gull-point.pdf p.")
+    cited = result.passages[result.citations[0].number - 1]
+    assert "Margaret Alder" in cited.text
+
+
 def test_a_confident_answer_is_kept_with_its_citation(retriever) -> None:
     generator = ScriptedGenerator("Margaret Alder [1]", answer_logprob=-0.1)
     result = answer("Who built the lighthouse?", retriever, generator, k=3)

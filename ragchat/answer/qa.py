@@ -217,6 +217,9 @@ def answer(
     raw = "".join(pieces).strip()
     cleaned = clean_answer(raw, kind)
     text, citations = render_citations(cleaned, prompt.passages)
+    if kind == "lookup" and not citations and cleaned and not is_abstention(cleaned):
+        cleaned = _cite_source(strip_citations(cleaned), prompt.passages)
+        text, citations = render_citations(cleaned, prompt.passages)
     stats = generator.last_stats
     if scoring and stats is not None and stats.continuation_logprobs:
         signals.update(
@@ -289,6 +292,16 @@ def verify(question: str, proposed: str, passage: str, generator: Generator) -> 
     yes = [sum(lps) for lps in scored[: len(VERIFY_YES)]]
     no = [sum(lps) for lps in scored[len(VERIFY_YES) :]]
     return verify_margin(yes, no)
+
+
+def _cite_source(answer_text: str, passages: Sequence[Passage]) -> str:
+    """A lookup the model left uncited gets the marker of the given passage it was read
+    from (the first that holds its words), or of the only passage there was."""
+    wanted = " ".join(answer_text.lower().split()).rstrip(".")
+    for number, passage in enumerate(passages, start=1):
+        if wanted and wanted in " ".join(passage.text.lower().split()):
+            return f"{answer_text} [{number}]"
+    return f"{answer_text} [1]" if len(passages) == 1 else answer_text
 
 
 def _evidence(citations: Sequence[Citation], passages: Sequence[Passage]) -> str:

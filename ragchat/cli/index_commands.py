@@ -24,7 +24,14 @@ from ragchat.cli.common import (
     silence_library_bars,
     stdin_lines,
 )
-from ragchat.cli.render import IngestBars, passage_json, print_passages, print_report, report_json
+from ragchat.cli.render import (
+    IngestBars,
+    passage_json,
+    plural,
+    print_passages,
+    print_report,
+    report_json,
+)
 from ragchat.config import Settings
 from ragchat.errors import RagchatError, UsageError
 
@@ -271,7 +278,8 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{r['name']:20} unreadable: {r['error']}")
         else:
             print(
-                f"{r['name']:20} {r['sources']:5} files {r['chunks']:8} chunks "
+                f"{r['name']:20} {plural(r['sources'], 'file'):>11} "
+                f"{plural(r['chunks'], 'chunk'):>14} "
                 f"{human_bytes(r['bytes']):>9}  {r['embedder']}"
             )
     return EXIT_OK
@@ -290,8 +298,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     print(f"embedder   {cfg['embedder']} (dimension {cfg['dim']})")
     print(f"chunking   {cfg['chunk_tokens']} tokens, {cfg['chunk_overlap']} overlap")
     print(
-        f"contents   {len(info['sources'])} files, {info['pages']} pages, "
-        f"{info['chunks']} chunks, {human_bytes(info['bytes'])} on disk"
+        f"contents   {plural(len(info['sources']), 'file')}, {plural(info['pages'], 'page')}, "
+        f"{plural(info['chunks'], 'chunk')}, {human_bytes(info['bytes'])} on disk"
     )
     for warning in info["warnings"]:
         print(f"warning    {warning}")

@@ -135,9 +135,13 @@ def print_report(report: IngestReport, out: TextIO | None = None) -> None:
         ):
             print(f"  {f.status:8} {f.path}: {_own_reason(f.path, f.reason or '')}", file=out)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    done = (
+        f"{plural(pages, 'page')}, {plural(chunks, 'chunk')}"
+        if counts["indexed"]
+        else "nothing new to index"
+    )
     print(
-        f"{report.index}: {summary or 'no files'} — {plural(pages, 'page')}, "
-        f"{plural(chunks, 'chunk')} in {report.seconds:.1f}s{rate}",
+        f"{report.index}: {summary or 'no files'} — {done} in {report.seconds:.1f}s{rate}",
         file=out,
     )
 
