@@ -238,7 +238,10 @@ def answer(
             ),
             4,
         )
-    if verify_answers and scoring and "no_answer" in signals and not signals["model_abstained"]:
+    # Lookups only: an explanation has streamed by now, and a script's answer in the
+    # reader's own words is not what the check was calibrated on.
+    checkable = kind == "lookup" and not script and not signals["model_abstained"]
+    if verify_answers and scoring and "no_answer" in signals and checkable:
         evidence = _evidence(citations, prompt.passages)
         margin = verify(query, strip_citations(cleaned), evidence, generator)
         if margin is not None:
