@@ -20,6 +20,7 @@ from ragchat.answer.abstention import (
     RULES,
     Thresholds,
     decide,
+    latin_share,
     thresholds_for,
 )
 from ragchat.answer.qa import AnswerPolicy, answer, policy_for
@@ -239,3 +240,10 @@ def test_retrieval_evidence_separates_the_documents_topic_from_another(retriever
     assert [p.chunk_id for p in on] == [
         p.chunk_id for p in retriever.search("Who built the lighthouse?", 5)
     ]
+
+
+def test_latin_share_tells_japanese_from_english() -> None:
+    assert latin_share("Who built the lighthouse?") == 1.0
+    assert latin_share("灯台を建てたのは誰ですか？") == 0.0
+    assert latin_share("1871") == 1.0
+    assert 0.0 < latin_share("RADIOの番組は何ですか") < 0.5

@@ -84,6 +84,15 @@ def answer_coverage(
     return best
 
 
+def latin_share(text: str) -> float:
+    """The share of the letters of `text` that are Latin (1.0 for text without letters):
+    the verification check was calibrated on English questions only."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(c < "\u0250" for c in letters) / len(letters)
+
+
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean; 0.0 for no values."""
     return statistics.fmean(values) if values else 0.0
