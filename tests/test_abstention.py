@@ -247,3 +247,12 @@ def test_latin_share_tells_japanese_from_english() -> None:
     assert latin_share("灯台を建てたのは誰ですか？") == 0.0
     assert latin_share("1871") == 1.0
     assert 0.0 < latin_share("RADIOの番組は何ですか") < 0.5
+
+
+def test_model_score_bars_skip_questions_they_were_not_calibrated_on() -> None:
+    bars = Thresholds(no_answer=-1.0)
+    leaning = {"coverage": 0.5, "model_abstained": 0.0, "no_answer": 0.5}
+    assert decide(leaning, bars).rule == "no_answer"
+    assert decide({**leaning, "latin": 0.0}, bars).rule == "answered"
+    assert decide({**leaning, "script": 1.0}, bars).rule == "answered"
+    assert decide({**leaning, "explain": 1.0}, bars).rule == "answered"

@@ -259,7 +259,8 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     decides nothing, so the same function runs before the model (retrieval signals only:
     `passages`, `coverage`, `dense_top`, `passage_coverage`) and after it
     (`model_abstained`: 1.0 when the model's answer is empty or says the documents don't
-    hold it; `verify`; `no_answer`, not for answers to `explain` questions).
+    hold it; `verify`; `no_answer`, not for `explain` or `script` answers nor for a
+    question in a non-Latin script, `latin` < 0.5).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -278,8 +279,10 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
         return Decision(True, "verify")
     # The no-answer score is calibrated on short extracted spans: an explanation's, or a
     # script's answer in the reader's own words, is not comparable.
-    free_form = signals.get("explain") or signals.get("script")
-    no_answer = None if free_form else signals.get("no_answer")
+    # Nor is one of a question in another script (`latin` < 0.5): the bars were
+    # calibrated on English.
+    uncalibrated = signals.get("explain") or signals.get("script") or signals.get("latin", 1) < 0.5
+    no_answer = None if uncalibrated else signals.get("no_answer")
     if (
         no_answer is not None
         and thresholds.no_answer is not None

@@ -171,6 +171,7 @@ def answer(
     # Most of the passages laid out as a play or screenplay: read as speeches.
     script = 2 * sum(is_script(p.text) for p in retrieved) > len(retrieved)
     signals["script"] = float(script)
+    signals["latin"] = round(latin_share(query), 4)
     budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
     given = retrieved
     sentences = policy.explain_sentences if kind == "explain" else policy.focus_sentences
@@ -241,11 +242,11 @@ def answer(
         )
     # Lookups only, in a Latin script: an explanation has streamed by now, and neither a
     # script's answer in the reader's own words nor a Japanese question is what the check
-    # was calibrated on (on ja-public it refused 4 of 15 lookups).
+    # was calibrated on (on ja-public it refused 4 of 15 lookups, one of them right).
     checkable = (
         kind == "lookup"
         and not script
-        and latin_share(query) >= 0.5
+        and signals["latin"] >= 0.5
         and not signals["model_abstained"]
     )
     if verify_answers and scoring and "no_answer" in signals and checkable:
