@@ -95,25 +95,19 @@ def test_focus_picks_speeches_with_their_speakers(minilm) -> None:
     assert whole[0].text.count(":") >= 3 and "PEGEEN" not in whole[0].text
 
 
-def test_script_prompt_asks_for_the_readers_own_words(minilm) -> None:
-    fmt = InstructFormat()
-    prompt = build_rag_prompt(
-        "Who asked him to be pot-boy?",
-        [_passage(SCENE)],
-        fmt=fmt,
-        count_tokens=lambda text: len(text.split()),
-        budget_tokens=800,
-        script=True,
-    )
-    assert "play or screenplay" in prompt.text and "a few words of your own" in prompt.text
-    prose = build_rag_prompt(
-        "Who?",
-        [_passage(SCENE)],
-        fmt=fmt,
-        count_tokens=lambda t: len(t.split()),
-        budget_tokens=800,
-    )
-    assert "play or screenplay" not in prose.text
+def test_script_prompt_asks_for_the_readers_own_words() -> None:
+    def prompt(script: bool) -> str:
+        return build_rag_prompt(
+            "Who asked him to be pot-boy?",
+            [_passage(SCENE)],
+            fmt=InstructFormat(),
+            count_tokens=lambda text: len(text.split()),
+            budget_tokens=800,
+            script=script,
+        ).text
+
+    assert "play or screenplay" in prompt(True) and "a few words of your own" in prompt(True)
+    assert "play or screenplay" not in prompt(False)
 
 
 def test_the_plays_are_read_as_scripts(bench_dir) -> None:
