@@ -222,6 +222,19 @@ def test_timing_line_says_what_was_waited_for() -> None:
     assert "waited" not in timing_line(one, [])
 
 
+def test_ask_timing_line_of_an_abstention_before_the_model() -> None:
+    from ragchat.answer.qa import Answer, Timings
+    from ragchat.cli.render import timing_line
+
+    timings = Timings(0.0, 0.01, None, 0.01, 0, 0, 0.0)
+    early = Answer("q", "The documents don't say.", True, (), (), timings, decided_by="coverage")
+    line = timing_line(early)
+    assert line.startswith("retrieve 0.01s · none of the question's words occur")
+    assert "0 tokens" not in line and "0 passages" not in line
+    answered = Answer("q", "a", False, (), (), Timings(0.0, 0.01, 0.4, 3.0, 100, 5, 10.0))
+    assert "5 tokens at 10.0 tok/s" in timing_line(answered)
+
+
 def test_tab_completes_a_command_then_index_names() -> None:
     completer = SlashCompleter(lambda: ["default", "papers"], lambda: ["qwen0.5b"])
 

@@ -211,8 +211,23 @@ def answer_json(answer: Answer) -> dict[str, Any]:
     }
 
 
+# Abstentions decided from retrieval alone (abstention.RULES), as the timing line says them.
+_BEFORE_THE_MODEL = {
+    "no_passages": "nothing retrieved; the model was not asked",
+    "coverage": "none of the question's words occur in the passages; the model was not asked",
+    "off_topic": "no passage is close to the question; the model was not asked",
+}
+
+
+def before_the_model(answer: Answer) -> str | None:
+    """Why the model was not asked, for an abstention decided from retrieval alone."""
+    return _BEFORE_THE_MODEL.get(answer.decided_by)
+
+
 def timing_line(answer: Answer) -> str:
     t = answer.timings
+    if early := before_the_model(answer):
+        return f"retrieve {t.retrieve_s:.2f}s · {early}"
     first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
     return (
         f"{plural(len(answer.passages), 'passage')} · retrieve {t.retrieve_s:.2f}s, {first}"

@@ -30,6 +30,7 @@ from prompt_toolkit.styles import Style
 from ragchat.answer.citations import source_label
 from ragchat.answer.prompts import Turn
 from ragchat.cli.common import silence_library_bars
+from ragchat.cli.render import before_the_model
 from ragchat.config import Settings
 from ragchat.errors import RagchatError
 from ragchat.retrieval.retriever import Retriever
@@ -626,6 +627,8 @@ def timing_line(result: Answer, waited_for: Sequence[str] = ("the model",)) -> s
     """`3 passages (1 cited) · retrieve 0.05s · first token 1.2s · total 4.1s · 20 tokens at
     15.3 tok/s` (+ the wait for the index and/or model when there was one)."""
     t = result.timings
+    if early := before_the_model(result):
+        return f"retrieve {t.retrieve_s:.2f}s · {early}"
     n = len(result.passages)
     parts = [f"{n} passage{'' if n == 1 else 's'} ({len(result.citations)} cited)"]
     if t.load_s > 0.05 and waited_for:
