@@ -242,7 +242,7 @@ def answer(
         )
     # Lookups only, in a Latin script: an explanation has streamed by now, and neither a
     # script's answer in the reader's own words nor a Japanese question is what the check
-    # was calibrated on (on ja-public it refused 4 of 15 lookups, one of them right).
+    # was calibrated on (on ja-public it refused 4 of 15 lookups, 3 of them right).
     checkable = (
         kind == "lookup"
         and not script
