@@ -163,3 +163,22 @@ def test_chains_through_the_packaged_model(model_cache: Path) -> None:
         assert not any(f.lower() in made.text.lower() for f in chain["forbid"]), made
     fresh = picked["fresh-01"]
     assert rewrite(fresh["question"], history_of(fresh), generator).how == "none"
+
+
+def test_a_cancelled_rewrite_falls_back_to_substitution() -> None:
+    """Ctrl-C during the model's rewrite stops it at once; the question is then made
+    standalone by substitution, never by a half-written rewrite."""
+    import threading
+
+    from scripted import ScriptedGenerator
+
+    from ragchat.answer.followup import rewrite
+
+    history = [Turn("What was invented by Savery?", "steam pump")]
+    generator = ScriptedGenerator("When did Thomas Savery develop the steam pump?")
+    cancel = threading.Event()
+    cancel.set()
+    result = rewrite("and when did he develop it?", history, generator, cancel)
+    assert result.how == "substituted"
+    assert generator.last_stats is not None and generator.last_stats.stop_reason == "cancelled"
+    assert rewrite("and when did he develop it?", history, generator).how == "model"

@@ -16,6 +16,7 @@ puts the last exchange's subject in the pronoun's place.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -213,30 +214,48 @@ class Rewrite:
     how: str
 
 
-def standalone(question: str, history: Sequence[Turn], generator: Generator) -> str:
+def standalone(
+    question: str,
+    history: Sequence[Turn],
+    generator: Generator,
+    cancel: threading.Event | None = None,
+) -> str:
     """The question as it reads without the conversation ("and when did he die?" → "When
     did Tobias Wren die?"); the question itself when there is no history or it stands
-    alone."""
-    return rewrite(question, history, generator).text
+    alone. `cancel` stops the model's rewrite (the substitution is used instead)."""
+    return rewrite(question, history, generator, cancel).text
 
 
-def rewrite(question: str, history: Sequence[Turn], generator: Generator | None) -> Rewrite:
+def rewrite(
+    question: str,
+    history: Sequence[Turn],
+    generator: Generator | None,
+    cancel: threading.Event | None = None,
+) -> Rewrite:
     """Make a follow-up standalone from the last exchange: the model's rewrite when
     `check_rewrite` accepts it, else `substitute`'s. No generator: substitution only."""
     if not history or not is_follow_up(question):
         return Rewrite(question, "none")
     if generator is not None:
-        proposed = propose(question, history, generator)
-        if check_rewrite(proposed, question, history) is None:
+        proposed = propose(question, history, generator, cancel)
+        cancelled = cancel is not None and cancel.is_set()
+        if not cancelled and check_rewrite(proposed, question, history) is None:
             return Rewrite(proposed, "model")
     return Rewrite(substitute(question, history[-1]), "substituted")
 
 
-def propose(question: str, history: Sequence[Turn], generator: Generator) -> str:
+def propose(
+    question: str,
+    history: Sequence[Turn],
+    generator: Generator,
+    cancel: threading.Event | None = None,
+) -> str:
     """The model's standalone form of `question`, from the last exchange only (unchecked)."""
     fmt = generator.prompt_format
     prompt = condense_question(history[-1:], question, fmt)
-    pieces = generator.stream(prompt, max_new_tokens=CONDENSE_MAX_TOKENS, stop=(*fmt.stop, "\n"))
+    pieces = generator.stream(
+        prompt, max_new_tokens=CONDENSE_MAX_TOKENS, stop=(*fmt.stop, "\n"), cancel=cancel
+    )
     return clean_condensed("".join(pieces), question)
 
 

@@ -149,7 +149,7 @@ def answer(
     if verify_answers is None:
         verify_answers = thresholds.verify is not None
     started = time.perf_counter()
-    query = standalone(question, history, generator)
+    query = standalone(question, history, generator, cancel)
     condensed = time.perf_counter()
     if on_query is not None:
         on_query(query)
