@@ -101,6 +101,43 @@ def test_numpy_minilm_matches_the_transformers_model(model_cache: Path, bench_di
     assert np.allclose(np.linalg.norm(fast.embed(["x"], kind="query"), axis=1), 1.0)
 
 
+@pytest.mark.slow
+def test_an_ingest_of_many_small_files_embeds_on_the_bulk_model(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file alone is small enough for the numpy path, the ingest as a whole is not: the
+    torch model is loaded before the first file is embedded (ja-public: 54 s in numpy, 7 s
+    on torch). A single small file stays on numpy, without loading torch."""
+    from ragchat.retrieval import embedders
+    from ragchat.retrieval.bert_numpy import NUMPY_MAX_TEXTS, MiniLMEmbedder
+
+    # The branch under test is MiniLM on torch, which `auto` picks where ONNX is slower.
+    monkeypatch.setattr(embedders, "_measured_runtime", lambda *_: "torch")
+    used: list[MiniLMEmbedder] = []
+    real_embed = MiniLMEmbedder.embed
+
+    def watched(self: MiniLMEmbedder, texts: list[str], **kw: object) -> np.ndarray:
+        used.append(self)
+        return real_embed(self, texts, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MiniLMEmbedder, "embed", watched)
+    settings = load_settings({"cache_dir": model_cache, "embedder_runtime": "auto"})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    words = " ".join(f"word{i}" for i in range(300))
+    for i in range(12):
+        (docs / f"note{i:02}.txt").write_text(f"Note {i}. {words}\n")
+
+    one = ingest([docs / "note00.txt"], tmp_path / "one", settings)
+    per_file = one.files[0].chunks
+    assert 0 < per_file <= NUMPY_MAX_TEXTS < 12 * per_file
+    assert used and used[-1]._full is None
+
+    many = ingest([docs], tmp_path / "many", settings)
+    assert [f.status for f in many.files].count("indexed") == 12
+    assert used[-1]._full is not None
+
+
 # ------------------------------------------------------------------ text files
 
 

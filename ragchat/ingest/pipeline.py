@@ -262,7 +262,9 @@ def _index_files(
     )
     if embedder.needs_fit:
         prepared = _fit_first(store, embedder, prepared, progress)
-    for item in prepared:
+    for n, item in enumerate(prepared):
+        if n == 0:  # as many more files like this one: MiniLM then skips its numpy path
+            embedder.expect(len(item.chunks) * len(files))
         yield _commit(store, embedder, item, settings, progress)
 
 
@@ -408,6 +410,7 @@ def rebuild(
                 )
                 yield _Prepared(Path(src.path), src.sha256, src.size, document, chunks, None, 0.0)
 
+        embedder.expect(report.chunks_before)
         with writing(new):
             prepared: Iterator[_Prepared] = from_store()
             if embedder.needs_fit:

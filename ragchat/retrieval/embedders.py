@@ -92,6 +92,11 @@ class Embedder(Protocol):
         """float32 (len(texts), dim), rows L2-normalised; on_batch(n_done) after each batch."""
         ...
 
+    def expect(self, texts: int) -> None:
+        """A hint before bulk work: about `texts` passages are coming (an ingest). An
+        embedder with a cheap path for a few texts loads its bulk one now; others ignore it."""
+        ...
+
     def fit(self, texts: Sequence[str]) -> None:
         """Learn corpus statistics from `texts` (no-op unless needs_fit)."""
         ...
@@ -333,6 +338,9 @@ class _BatchEmbedder:
     def _embed_batch(self, texts: list[str], kind: Kind) -> np.ndarray:
         """(len(texts), dim) L2-normalised float32 rows."""
         raise NotImplementedError
+
+    def expect(self, texts: int) -> None:
+        return None
 
     def fit(self, texts: Sequence[str]) -> None:
         return None
@@ -686,6 +694,9 @@ class LMEmbedder:
                 "corpus first. Rebuild the index with `ragchat rebuild NAME`."
             )
         return _normalise(self.pool(texts, batch_size=batch_size, on_batch=on_batch) - self._mean)
+
+    def expect(self, texts: int) -> None:
+        return None
 
     def fit(self, texts: Sequence[str]) -> None:
         """Set the centring mean to the mean raw pooled vector of `texts`."""

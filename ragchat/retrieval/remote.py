@@ -112,6 +112,9 @@ class OpenAIEmbedder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
+    def expect(self, texts: int) -> None:
+        """Nothing to prepare: the server batches as it likes."""
+
     def fit(self, texts: Sequence[str]) -> None:
         """Nothing to learn: the server's vectors are used as they are."""
 
