@@ -24,7 +24,7 @@ for round in $(seq "$rounds"); do
     rm -rf "$work/index"
     start=$(date +%s.%N)
     summary=$(cd "$dir" && PYTHONPATH=$dir "$python" -m ragchat ingest "$docs" \
-      --index "$work/index" --embedder-runtime "$runtime" --quiet | tail -1)
+      --index "$work/index" --embedder-runtime "$runtime" --quiet 2>&1 | tail -1)
     end=$(date +%s.%N)
     printf 'round %s  %-3s  %6.1f s wall  load %s  | %s\n' "$round" "$side" \
       "$(echo "$end - $start" | bc)" "$(cut -d' ' -f1 /proc/loadavg)" "$summary"
