@@ -138,6 +138,32 @@ def test_an_ingest_of_many_small_files_embeds_on_the_bulk_model(
     assert used[-1]._full is not None
 
 
+@pytest.mark.slow
+def test_a_mid_size_ingest_takes_the_exported_onnx_model_a_big_one_torch(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where torch embeds faster (auto chose it), a few hundred passages still finish first
+    on an already-exported ONNX model: no ~5 s torch import. Same vectors either way."""
+    from ragchat.retrieval import embedders, onnxembed
+    from ragchat.retrieval.bert_numpy import LIGHT_MAX_TEXTS
+
+    monkeypatch.setattr(embedders, "_measured_runtime", lambda *_: "torch")
+    settings = load_settings({"cache_dir": model_cache, "embedder_runtime": "auto"})
+    onnxembed.ensure_exported(
+        embedders.minilm_folder(), settings, embedders.MINILM_SHA256, int8=False
+    )
+    mid = embedders.load_embedder("minilm", settings)
+    big = embedders.load_embedder("minilm", settings)
+    mid.expect(LIGHT_MAX_TEXTS // 2)
+    big.expect(LIGHT_MAX_TEXTS + 1)
+    assert mid._full.runtime == "onnx"  # type: ignore[attr-defined]
+    assert big._full.runtime == "torch"  # type: ignore[attr-defined]
+    texts = ["Margaret Alder built Gull Point Light in 1871.", "The fog signal was a siren."]
+    a = mid.embed(texts, kind="passage")
+    b = big.embed(texts, kind="passage")
+    assert float((a * b).sum(1).min()) > 0.999
+
+
 # ------------------------------------------------------------------ text files
 
 

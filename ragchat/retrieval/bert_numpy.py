@@ -4,9 +4,9 @@ of sentences an answer focuses on are embedded without importing torch and trans
 
 Same weights (the model.safetensors file), same tokenizer (tokenizer.json via the Rust
 `tokenizers` package), float32 throughout; vectors match the transformers path to a cosine
-of 0.99999 (tests/test_console.py). Bulk passage embedding at ingest stays on torch
-(`MiniLMEmbedder` below hands big batches to it): it is faster there, in bf16 where the CPU
-has it.
+of 0.99999 (tests/test_console.py). Bulk passage embedding at ingest goes to a full model
+(`MiniLMEmbedder` below): the exported float32 ONNX one for up to LIGHT_MAX_TEXTS passages
+(no torch import), torch beyond, where it is faster (bf16 where the CPU has it).
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ Kind = Literal["query", "passage"]
 # in numpy, one file of 31 at a time, against ~7 s on torch in bf16) but costs seconds
 # to import and load.
 NUMPY_MAX_TEXTS = 64
+
+
+# Up to this many passages an already-exported float32 ONNX model (same vectors, no torch
+# import) finishes first even where torch embeds faster: on the AVX512-BF16 VM torch does
+# 56 chunks/s against ONNX's 42 but costs ~5 s to import and load, so they break even near
+# 800 chunks (ja-public, 373 chunks: 11.3 s on ONNX, 15.5 s on torch, docs/benchmarks.md).
+LIGHT_MAX_TEXTS = 800
 
 
 @contextlib.contextmanager
@@ -140,6 +147,7 @@ class MiniLMEmbedder:
         folder: Path,
         embedder_id: str,
         load_full: Callable[[], Any],  # -> embedders.Embedder (imported lazily)
+        load_light: Callable[[], Any] | None = None,  # -> an Embedder without torch, or None
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -159,6 +167,7 @@ class MiniLMEmbedder:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.dim = int(config["hidden_size"])
         self._load_full = load_full
+        self._load_light = load_light
         self._full: Any = None
         self._bert: NumpyBert | None = None
 
@@ -219,8 +228,13 @@ class MiniLMEmbedder:
 
     def expect(self, texts: int) -> None:
         """More than NUMPY_MAX_TEXTS passages coming (an ingest of several files, each
-        small enough for numpy on its own): load the torch model now."""
-        if texts > NUMPY_MAX_TEXTS and self._full is None:
+        small enough for numpy on its own): load the bulk model now — the light one (ONNX,
+        when exported) for up to LIGHT_MAX_TEXTS, else the torch one."""
+        if texts <= NUMPY_MAX_TEXTS or self._full is not None:
+            return
+        if texts <= LIGHT_MAX_TEXTS and self._load_light is not None:
+            self._full = self._load_light()
+        if self._full is None:
             self._full = self._load_full()
 
     def fit(self, texts: Sequence[str]) -> None:

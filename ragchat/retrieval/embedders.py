@@ -246,7 +246,10 @@ def _load_minilm(
         # `search`/`ask`/`chat` start); bulk ingest batches on the torch model.
         loaded = folder
         return MiniLMEmbedder(
-            folder, "minilm", lambda: _load_sentence_folder(loaded, "minilm", settings, dtype)
+            folder,
+            "minilm",
+            lambda: _load_sentence_folder(loaded, "minilm", settings, dtype),
+            lambda: _cached_onnx(loaded, settings),
         )
     if runtime == "torch":
         return _load_sentence_folder(folder, "minilm", settings, dtype)
@@ -495,6 +498,20 @@ class OnnxSentenceEmbedder(_BatchEmbedder):
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         return _normalise(pooled)
+
+
+def _cached_onnx(folder: Path, settings: Settings) -> OnnxSentenceEmbedder | None:
+    """The float32 ONNX MiniLM when its export is already in the cache (exporting would
+    import torch, which is what it saves), else None."""
+    from ragchat.retrieval import onnxembed
+
+    model_file = onnxembed.export_dir(settings, MINILM_SHA256) / "model.onnx"
+    if not model_file.is_file() or not onnxembed.onnxruntime_available():
+        return None
+    try:
+        return OnnxSentenceEmbedder(folder, "minilm", settings, model_file, runtime="onnx")
+    except ModelUnavailableError:
+        return None
 
 
 def _measured_runtime(settings: Settings, folder: Path, weights_sha256: str) -> str:
