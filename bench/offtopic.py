@@ -104,10 +104,12 @@ def main() -> int:
         if index not in only:
             continue
         retriever = open_retriever(indexes[index], settings)
-        idf = retriever.store.lexical_index().idf
+        lexical = retriever.store.lexical_index()
         for q in questions:
             passages, evidence = retriever.search_with_evidence(q.question, args.k)
-            signals = {**evidence, **coverage_signals(q.question, passages, idf)}
+            respelled = lexical.respellings(q.question)
+            coverage = coverage_signals(q.question, passages, lexical.idf, respelled)
+            signals = {**evidence, **coverage}
             row = {"index": index, "kind": kind, "id": q.id, "question": q.question}
             row["signals"] = {k: round(v, 4) for k, v in signals.items()}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

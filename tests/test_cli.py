@@ -173,8 +173,13 @@ def test_eval_scores_retrieval_and_answers(
         )
         == 0
     )
-    answers = json.loads(capsys.readouterr().out)["answers"]
+    summary = json.loads(capsys.readouterr().out)
+    answers = summary["answers"]
     assert answers["n_answerable"] == 2 and answers["n_unanswerable"] == 1
+    # time to first token and generation speed, per model (what docs/benchmarks.md reports)
+    assert summary["latency"]["first_token_s"]["p50"] > 0
+    speed = summary["latency"].get("tokens_per_s")
+    assert speed is None or speed["p50"] > 0  # None: every answer abstained before the model
     per_question = [json.loads(line) for line in report.read_text().splitlines()]
     assert [r["id"] for r in per_question] == ["1", "2", "3"]
     assert all("answer" in r and "abstained" in r for r in per_question)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from ragchat.errors import IndexMismatchError, IndexNotFoundError
-from ragchat.index.lexical import FILE_NAME, LexicalIndex, raw_tokens, tokenize
+from ragchat.index.lexical import (
+    FILE_NAME,
+    LexicalIndex,
+    closest_spelling,
+    edit_distance,
+    raw_tokens,
+    tokenize,
+)
 
 TEXTS = [
     "The lighthouse keeper climbed the spiral stairs every evening to light the lamp.",
@@ -212,3 +219,44 @@ def test_idf_ranks_rare_terms_above_common_ones() -> None:
     (lamp,) = tokenize("lamp")
     assert index.idf(lamp) > index.idf(keeper) > 0
     assert index.idf("zzzunseen") > index.idf(lamp)
+
+
+def test_edit_distance_counts_an_adjacent_swap_as_one_edit() -> None:
+    assert edit_distance("pheob", "phoeb", 2) == 1
+    assert edit_distance("lighthous", "lighthouse", 2) == 1
+    assert edit_distance("harbour", "harbor", 2) == 1
+    assert edit_distance("kitten", "sitting", 5) == 3
+    assert edit_distance("abc", "abcdefgh", 2) == 3  # past the limit: limit + 1
+
+
+def test_a_misspelt_name_is_searched_as_the_name_the_index_holds() -> None:
+    texts = ["Phoebe opens a school for the children.", "Valentine goes to the war."]
+    index = LexicalIndex.build([1, 2], texts)
+    assert index.respellings("Why does Pheobe open a school?") == {"pheob": "phoeb"}
+    assert index.search("Pheobe", 2) == index.search("Phoebe", 2)
+    assert index.search("Pheobe", 2)[0][0] == 1
+
+
+def test_only_names_are_respelt_and_only_when_close() -> None:
+    index = LexicalIndex.build(IDS, TEXTS)
+    # a lower-case word the index lacks is a real word that is not there, not a misspelling
+    assert index.respellings("how do the pilots reach the rocks") == {}
+    assert index.respellings("Who is Lighthose's keeper?") == {"lighthos": "lighthous"}
+    assert index.respellings("What does Bob eat?") == {}  # too short to guess
+    assert index.respellings("Where is Madagascar?") == {}  # nothing close
+    assert index.respellings("Where is the Lighthouse?") == {}  # known: nothing to do
+
+
+def test_closest_spelling_prefers_the_more_frequent_of_equally_close_terms() -> None:
+    frequency = {"harbor": 3, "harbur": 1, "harbors": 5}
+    candidates = list(frequency)
+    assert closest_spelling("harbar", candidates, frequency.__getitem__) == "harbor"
+    assert closest_spelling("harb", candidates, frequency.__getitem__) is None  # too short
+    assert closest_spelling("harbxyz", candidates, frequency.__getitem__) is None  # too far
+    # another form of the word, not a misspelling of it
+    assert closest_spelling("harbo", candidates, frequency.__getitem__) is None
+
+
+def test_english_words_are_not_respelt_as_names() -> None:
+    index = LexicalIndex.build([1], ["The ditch ran past the chink in the wall."])
+    assert index.respellings("What do the Dutch export to China?") == {}

@@ -24,28 +24,36 @@ _ASKING = (
 )
 
 
-def _content_terms(question: str) -> set[str]:
+def _content_terms(question: str, respell: Mapping[str, str] | None = None) -> set[str]:
     # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
-    return set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
+    terms = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
+    return {respell.get(t, t) for t in terms} if respell else terms
 
 
 def question_coverage(
-    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
+    question: str,
+    passages: Sequence[Passage],
+    idf: Callable[[str], float],
+    respell: Mapping[str, str] | None = None,
 ) -> float:
     """How much of the question the best single sentence of `passages` mentions: the
     idf-weighted share of the question's content terms (stemmed, stopwords out) found in
     it (0–1; 1.0 for a question with no content words). At 0 the documents don't talk
-    about what is asked."""
-    return coverage_signals(question, passages, idf)["coverage"]
+    about what is asked. `respell` maps a term to the index's spelling of it
+    (`LexicalIndex.respellings`: a misspelt name counts as the name)."""
+    return coverage_signals(question, passages, idf, respell)["coverage"]
 
 
 def coverage_signals(
-    question: str, passages: Sequence[Passage], idf: Callable[[str], float]
+    question: str,
+    passages: Sequence[Passage],
+    idf: Callable[[str], float],
+    respell: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
     """`coverage`: the idf-weighted share of the question's content terms that the best
     single sentence of `passages` holds (see question_coverage); `passage_coverage`: the
     same for the best whole passage."""
-    words = _content_terms(question)
+    words = _content_terms(question, respell)
     total = sum(idf(t) for t in words)
     if total <= 0:
         return {"coverage": 1.0, "passage_coverage": 1.0}
@@ -61,7 +69,11 @@ def coverage_signals(
 
 
 def answer_coverage(
-    question: str, answer: str, passages: Sequence[Passage], idf: Callable[[str], float]
+    question: str,
+    answer: str,
+    passages: Sequence[Passage],
+    idf: Callable[[str], float],
+    respell: Mapping[str, str] | None = None,
 ) -> float:
     """How well the sentence the answer comes from matches the question: the best
     idf-weighted share of the question's content terms among the sentences of `passages`
@@ -69,7 +81,7 @@ def answer_coverage(
     it was not read there). SQuAD 2.0's unanswerable questions are written against a real
     paragraph with one detail changed, so their answer's sentence tends to miss a term."""
     wanted = set(tokenize(answer, stopwords=True))
-    words = _content_terms(question) - wanted
+    words = _content_terms(question, respell) - wanted
     total = sum(idf(t) for t in words)
     if not wanted:
         return 0.0

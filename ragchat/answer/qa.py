@@ -158,10 +158,10 @@ def answer(
     signals: dict[str, float] = {"passages": float(len(retrieved)), **evidence}
     store = getattr(retriever, "store", None)
     if store is not None and retrieved:
-        idf = store.lexical_index().idf
-        signals.update(
-            {name: round(v, 4) for name, v in coverage_signals(query, retrieved, idf).items()}
-        )
+        lexical = store.lexical_index()
+        respelled = lexical.respellings(query)  # misspelt names, as the index spells them
+        coverage = coverage_signals(query, retrieved, lexical.idf, respelled)
+        signals.update({name: round(v, 4) for name, v in coverage.items()})
     verdict = decide(signals, thresholds)
     if verdict.abstain:
         return _abstain(question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict)
@@ -236,7 +236,11 @@ def answer(
     if store is not None and not signals["model_abstained"] and kind == "lookup":
         signals["answer_coverage"] = round(
             answer_coverage(
-                query, strip_citations(cleaned), prompt.passages, store.lexical_index().idf
+                query,
+                strip_citations(cleaned),
+                prompt.passages,
+                lexical.idf,
+                respelled,
             ),
             4,
         )

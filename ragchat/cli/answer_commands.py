@@ -365,7 +365,10 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         if a["n_off_topic"]:
             print(f"abstained on off-topic: {_f(a['abstain_off_topic'])} (n={a['n_off_topic']})")
     for name, lat in report.latency.items():
-        print(f"latency {name}: p50 {lat['p50']:.3f}s  p95 {lat['p95']:.3f}s")
+        if name == "tokens_per_s":
+            print(f"generation: p50 {lat['p50']:.1f} tokens/s (n={lat['n']})")
+        else:
+            print(f"latency {name}: p50 {lat['p50']:.3f}s  p95 {lat['p95']:.3f}s")
     return 0
 
 

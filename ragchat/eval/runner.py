@@ -37,6 +37,8 @@ class EvalReport:
 
     retrieval: dict[str, float]
     answers: dict[str, Any] | None
+    # seconds per step (retrieve_s, answer_s, first_token_s) and the generation speed
+    # (tokens_per_s), each as latency_percentiles
     latency: dict[str, dict[str, float]]
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +70,7 @@ def run_eval(
     retrieve_s: list[float] = []
     answer_s: list[float] = []
     first_token_s: list[float] = []
+    tokens_per_s: list[float] = []  # generation speed of answers the model wrote
     predictions: list[str] = []
     abstained: list[bool] = []
     for i, q in enumerate(questions):
@@ -98,6 +101,8 @@ def run_eval(
             answer_s.append(result.timings.total_s)
             if result.timings.first_token_s is not None:
                 first_token_s.append(result.timings.first_token_s)
+            if result.timings.gen_tokens > 1 and result.timings.tok_per_s > 0:
+                tokens_per_s.append(result.timings.tok_per_s)
             scored = q.answerable and not q.off_topic
             row.update(
                 answer=prediction,
@@ -124,4 +129,6 @@ def run_eval(
         latency["answer_s"] = latency_percentiles(answer_s)
         if first_token_s:
             latency["first_token_s"] = latency_percentiles(first_token_s)
+        if tokens_per_s:
+            latency["tokens_per_s"] = latency_percentiles(tokens_per_s)
     return EvalReport(retrieval, answers, latency, rows)

