@@ -233,6 +233,9 @@ def test_scoring_continuations_leaves_the_answer_unchanged(
     assert len(stats.continuation_logprobs) == 2
     assert len(stats.continuation_logprobs[0]) == gen.count_tokens("The documents don't say.")
     assert all(lp <= 0.0 for lps in stats.continuation_logprobs for lp in lps)
+    # the scoring is timed apart, so tokens/s is the decoding speed alone
+    assert plain_stats.score_s == 0.0 and stats.score_s > 0.0
+    assert stats.prefill_s + stats.score_s <= stats.total_s
 
 
 def test_scored_continuations_are_consistent_with_greedy_choices(

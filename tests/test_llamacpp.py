@@ -95,12 +95,28 @@ def test_greedy_generation_is_deterministic_and_stops(smol: LlamaCppGenerator) -
 def test_prefix_cache_gives_the_same_answer_as_a_fresh_context(
     smol: LlamaCppGenerator, model_cache: Path
 ) -> None:
+    """The reused prefix gives the model the state a fresh context would have. Not always
+    the same bits: the part after the prefix is evaluated in a batch of another size, and
+    on some CPUs (this AMX machine) llama.cpp's kernels for small batches round
+    differently (evaluating this prompt 8 tokens at a time instead of 512 moves a
+    log-probability by up to 5 nats), enough to flip a 135M model's greedy choice. What
+    must hold everywhere: log-probabilities close on average, the answer about the same
+    person. A stale or misplaced cache gives neither."""
     other = [Message("user", "Passage: The bridge is 503 metres long.\nQuestion: How long?")]
     prompt = smol.format_prompt(QUESTION)
-    "".join(smol.stream(smol.format_prompt(other), max_new_tokens=6))  # shares the prefix
-    warm = "".join(smol.stream(prompt, max_new_tokens=10))
+    said = ("The lighthouse was built by Margaret Alder.",)
     fresh = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp"))
-    assert "".join(fresh.stream(prompt, max_new_tokens=10)) == warm
+    answer = "".join(fresh.stream(prompt, max_new_tokens=10, score=said))
+    assert fresh.last_stats is not None
+    expected = fresh.last_stats.continuation_logprobs[0]
+
+    "".join(smol.stream(smol.format_prompt(other), max_new_tokens=6))  # shares the prefix
+    warm = "".join(smol.stream(prompt, max_new_tokens=10, score=said))
+    assert smol.last_stats is not None
+    got = smol.last_stats.continuation_logprobs[0]
+    assert len(got) == len(expected)
+    assert sum(abs(a - b) for a, b in zip(got, expected, strict=True)) / len(got) < 0.5
+    assert "Margaret" in warm and "Margaret" in answer
 
 
 def test_a_kept_prompt_state_is_restored_and_answers_the_same(

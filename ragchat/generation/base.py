@@ -41,6 +41,7 @@ class GenerationStats:
     # Per requested continuation (`stream(score=...)`): the log-probability of each of its
     # tokens right after the prompt, i.e. how readily the model would have said it instead.
     continuation_logprobs: tuple[tuple[float, ...], ...] = ()
+    score_s: float = 0.0  # scoring those continuations, between prefill and decoding
 
     @property
     def prompt_tokens_per_s(self) -> float:
@@ -48,8 +49,8 @@ class GenerationStats:
 
     @property
     def tokens_per_s(self) -> float:
-        """Generation speed after the prompt was processed."""
-        decode_s = self.total_s - self.prefill_s
+        """Generation speed after the prompt was processed (and continuations scored)."""
+        decode_s = self.total_s - self.prefill_s - self.score_s
         return self.gen_tokens / decode_s if decode_s > 0 else 0.0
 
 
@@ -250,7 +251,7 @@ class GreedyLoop:
         generated: list[int] = []
         text = ""
         reason: StopReason = "max_tokens"
-        prefill_s = 0.0
+        prefill_s = score_s = 0.0
         first_token_s: float | None = None
         answer_lps: list[float] = []
         scored: list[tuple[float, ...]] = []
@@ -263,6 +264,8 @@ class GreedyLoop:
                 prefill_s = time.perf_counter() - started
                 for continuation in score:
                     scored.append(self._score_continuation(continuation, logits, len(ids)))
+                if score:
+                    score_s = time.perf_counter() - started - prefill_s
                 for _ in range(max_new_tokens):
                     if cancel is not None and cancel.is_set():
                         reason = "cancelled"
@@ -300,4 +303,5 @@ class GreedyLoop:
                 stop_reason=reason,
                 answer_logprobs=tuple(answer_lps[: len(generated)]),
                 continuation_logprobs=tuple(scored),
+                score_s=score_s,
             )
