@@ -27,6 +27,20 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def cpu_has_amx() -> bool:
+    """Whether the CPU reports Intel AMX (matrix tiles). On the 2-core VMs this project
+    runs on, llama.cpp's AMX kernels died with SIGILL ("Illegal instruction") in the test
+    suite, where the same code ran alone; the guest may not get the tile state it is
+    told it has (llama.cpp issue #28328 describes that XCR0 gap)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
+    except OSError:
+        return False
+    return "amx_tile" in flags
+
+
 def usable_cpus() -> list[int]:
     """The logical CPUs this process may run on (its affinity mask, e.g. under taskset or a
     container's cpuset)."""

@@ -177,3 +177,23 @@ def test_llamacpp_refuses_a_model_folder(tmp_path: Path, model_cache: Path) -> N
 
     with pytest.raises(ModelUnavailableError, match="GGUF"):
         load_generator(str(tmp_path), Settings(cache_dir=model_cache, backend="llamacpp"))
+
+
+def test_on_an_amx_cpu_models_load_without_the_amx_kernels(
+    monkeypatch: pytest.MonkeyPatch, model_cache: Path
+) -> None:
+    import llama_cpp.llama_cpp as lib
+
+    import ragchat.hardware
+    from ragchat.generation.llamacpp import _without_amx_kernels
+
+    monkeypatch.delenv("RAGCHAT_LLAMA_AMX", raising=False)
+    monkeypatch.setattr(ragchat.hardware, "cpu_has_amx", lambda: True)
+    with _without_amx_kernels():
+        assert lib.llama_model_default_params().use_extra_bufts is False
+        smol = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp"))
+    assert lib.llama_model_default_params().use_extra_bufts is True  # restored
+    assert "Margaret" in "".join(smol.stream(smol.format_prompt(QUESTION), max_new_tokens=12))
+    monkeypatch.setenv("RAGCHAT_LLAMA_AMX", "1")
+    with _without_amx_kernels():
+        assert lib.llama_model_default_params().use_extra_bufts is True

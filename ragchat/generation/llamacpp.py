@@ -29,7 +29,7 @@ import io
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -283,6 +283,40 @@ def load_llamacpp(
     return open_gguf(gguf, name=spec, threads=settings.threads, started=started)
 
 
+_params_lock = threading.RLock()  # open_gguf may run inside another _without_amx_kernels
+
+
+@contextlib.contextmanager
+def _without_amx_kernels() -> Iterator[None]:
+    """On a CPU that reports AMX, load the model without llama.cpp's extra buffer types
+    (`use_extra_bufts`: the AMX matmul kernels' weight layout), which crashed with SIGILL
+    on the AMX VMs here (`hardware.cpu_has_amx`); the AVX-512 kernels still run. Set
+    RAGCHAT_LLAMA_AMX=1 to keep them. `Llama` takes no such argument, so the defaults it
+    starts from are amended while it loads."""
+    import os
+
+    from ragchat.hardware import cpu_has_amx
+
+    if os.environ.get("RAGCHAT_LLAMA_AMX") == "1" or not cpu_has_amx():
+        yield
+        return
+    import llama_cpp.llama_cpp as lib
+
+    with _params_lock:
+        defaults = lib.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = defaults()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = defaults
+
+
 def open_gguf(
     gguf: Path, *, name: str, threads: int = 0, started: float | None = None
 ) -> LlamaCppGenerator:
@@ -299,7 +333,7 @@ def open_gguf(
         # at /dev/null while the model loads: the chat console, drawing its prompt from
         # another thread meanwhile, lost those writes and its toolbar stayed garbled. Its
         # own log goes through _quiet_llama_log; its Python prints are dropped here.
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), _without_amx_kernels():
             llm = Llama(
                 model_path=str(gguf),
                 n_ctx=MAX_CONTEXT,
