@@ -62,6 +62,17 @@ QUESTION = [
 ]
 
 
+# `python -m llama_cpp.server`, loading its model as ragchat's in-process engine does (on
+# an AMX CPU without the AMX kernels, llamacpp._without_amx_kernels), so that the two
+# compute the same answers.
+_SERVE = (
+    "import runpy\n"
+    "from ragchat.generation.llamacpp import _without_amx_kernels\n"
+    "with _without_amx_kernels():\n"
+    "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +85,7 @@ def llama_server(gguf: Path, alias: str, log: Path, *extra: str) -> Iterator[str
     base URL (…/v1) once /v1/models answers, stops it afterwards."""
     port = free_port()
     args = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+        sys.executable, "-c", _SERVE, "--model", str(gguf), "--model_alias", alias,
         "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2", *extra,
     ]  # fmt: skip
     with open(log, "wb") as out:
