@@ -18,13 +18,7 @@ from pathlib import Path
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16, AMX, or Arm BF16): bf16 is
     then 1.4–2× faster than float32 and half the memory; elsewhere it is emulated, slower."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def cpu_has_amx() -> bool:
@@ -32,13 +26,17 @@ def cpu_has_amx() -> bool:
     runs on, llama.cpp's AMX kernels died with SIGILL ("Illegal instruction") in the test
     suite, where the same code ran alone; the guest may not get the tile state it is
     told it has (llama.cpp issue #28328 describes that XCR0 gap)."""
+    return "amx_tile" in _cpu_flags()
+
+
+def _cpu_flags() -> set[str]:
+    """The words of /proc/cpuinfo (its feature flags among them); empty off Linux."""
     if not sys.platform.startswith("linux"):
-        return False
+        return set()
     try:
-        flags = set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
+        return set(Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").split())
     except OSError:
-        return False
-    return "amx_tile" in flags
+        return set()
 
 
 def usable_cpus() -> list[int]:
