@@ -3,6 +3,7 @@ extra that the README's test command installs)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -186,14 +187,42 @@ def test_on_an_amx_cpu_models_load_without_the_amx_kernels(
 
     import ragchat.hardware
     from ragchat.generation.llamacpp import _without_amx_kernels
+    from ragchat.weights import resolve_gguf
 
     monkeypatch.delenv("RAGCHAT_LLAMA_AMX", raising=False)
     monkeypatch.setattr(ragchat.hardware, "cpu_has_amx", lambda: True)
-    with _without_amx_kernels():
-        assert lib.llama_model_default_params().use_extra_bufts is False
-        smol = load_generator("smollm2", Settings(cache_dir=model_cache, backend="llamacpp"))
+    settings = Settings(cache_dir=model_cache, backend="llamacpp")
+    gguf = resolve_gguf("smollm2", settings)
+    assert gguf is not None
+    with _without_amx_kernels(gguf):
+        params = lib.llama_model_default_params()
+        assert params.use_extra_bufts is False
+        smol = load_generator("smollm2", settings)
     assert lib.llama_model_default_params().use_extra_bufts is True  # restored
     assert "Margaret" in "".join(smol.stream(smol.format_prompt(QUESTION), max_new_tokens=12))
     monkeypatch.setenv("RAGCHAT_LLAMA_AMX", "1")
-    with _without_amx_kernels():
+    with _without_amx_kernels(gguf):
         assert lib.llama_model_default_params().use_extra_bufts is True
+
+
+def test_the_repack_list_names_only_matrices_llama_cpp_can_repack(model_cache: Path) -> None:
+    """The weight matrices kept in the interleaved AVX2 layout without AMX: Q4 matrices of
+    the transformer blocks, never the embedding table nor a type repack.cpp can't take
+    (it crashes on those)."""
+    from gguf import GGUFReader
+
+    from ragchat.generation.llamacpp import _repack_overrides
+    from ragchat.weights import resolve_gguf
+
+    gguf = resolve_gguf("qwen0.5b", Settings(cache_dir=model_cache))
+    assert gguf is not None
+    overrides = _repack_overrides(gguf)
+    if overrides is None:
+        pytest.skip("this CPU or llama.cpp build has no CPU_REPACK layout (no AVX2)")
+    assert overrides[1].pattern is None and overrides[1].buft is None  # the terminator
+    pattern = overrides[0].pattern.decode()
+    named = {tensor.name: tensor.tensor_type.name for tensor in GGUFReader(str(gguf)).tensors}
+    listed = {name for name in named if re.fullmatch(pattern, name)}
+    assert listed, "no matrix of the model listed"
+    assert all(named[name] in ("Q4_0", "Q4_K") for name in listed)
+    assert "token_embd.weight" not in listed

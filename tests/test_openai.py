@@ -66,9 +66,9 @@ QUESTION = [
 # an AMX CPU without the AMX kernels, llamacpp._without_amx_kernels), so that the two
 # compute the same answers.
 _SERVE = (
-    "import runpy\n"
+    "import pathlib, runpy, sys\n"
     "from ragchat.generation.llamacpp import _without_amx_kernels\n"
-    "with _without_amx_kernels():\n"
+    "with _without_amx_kernels(pathlib.Path(sys.argv[sys.argv.index('--model') + 1])):\n"
     "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
 )
 
