@@ -63,6 +63,7 @@ class Settings:
     min_passage_coverage: float | None = None
     no_answer_threshold: float | None = None
     verify_threshold: float | None = None
+    min_answer_coverage: float | None = None
     debug: bool = False
     # scanned PDFs: Tesseract OCR of pages without a text layer (needs `tesseract` + pytesseract)
     ocr: bool = False

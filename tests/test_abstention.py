@@ -30,7 +30,12 @@ from ragchat.retrieval.retriever import open_retriever
 from ragchat.weights import PRESETS, packaged_files, preset_for
 
 BARS = Thresholds(
-    min_coverage=0.0, no_answer=-1.0, verify=-0.5, min_dense_top=0.3, min_passage_coverage=0.5
+    min_coverage=0.0,
+    no_answer=-1.0,
+    verify=-0.5,
+    min_dense_top=0.3,
+    min_passage_coverage=0.5,
+    min_answer_coverage=0.1,
 )
 
 
@@ -48,6 +53,15 @@ BARS = Thresholds(
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -0.5}, "no_answer"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -1.5}, "answered"),
+        # an answer read from no sentence about the question
+        (
+            {"coverage": 0.4, "verify": 2.0, "answer_coverage": 0.0, "no_answer": -9.0},
+            "answer_coverage",
+        ),
+        ({"coverage": 0.4, "verify": 2.0, "answer_coverage": 0.3, "no_answer": -9.0}, "answered"),
+        # ... but a script's answer in the reader's words, or a Japanese one, is not a span
+        ({"coverage": 0.4, "answer_coverage": 0.0, "script": 1.0, "no_answer": -9.0}, "answered"),
+        ({"coverage": 0.4, "answer_coverage": 0.0, "latin": 0.2, "no_answer": -9.0}, "answered"),
     ],
 )
 def test_decide_applies_the_rules_in_order(signals: dict[str, float], rule: str) -> None:

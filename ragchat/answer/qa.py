@@ -83,6 +83,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
             verify=settings.verify_threshold,
             min_dense_top=settings.min_dense_top,
             min_passage_coverage=settings.min_passage_coverage,
+            min_answer_coverage=settings.min_answer_coverage,
         ),
     )
 
