@@ -183,15 +183,16 @@ def _read(path: Path) -> list[dict]:
 
 
 def _thresholds(settings):
-    from ragchat.answer.abstention import thresholds_for
+    """Every threshold a live run with `settings` uses (the index's embedder is taken to be
+    `settings.embedder`, whose dense bar applies)."""
+    from ragchat.answer.abstention import for_embedder
+    from ragchat.answer.qa import policy_for
     from ragchat.weights import preset_for
 
-    return thresholds_for(
-        preset_for(settings.model, settings),
-        min_coverage=settings.min_coverage,
-        no_answer=settings.no_answer_threshold,
-        verify=settings.verify_threshold,
-    )
+    class _Preset:  # policy_for reads only the generator's preset
+        preset = preset_for(settings.model, settings)
+
+    return for_embedder(policy_for(settings, _Preset()).thresholds, settings.embedder)  # type: ignore[arg-type]
 
 
 def rescore(row: dict, thresholds) -> dict:
