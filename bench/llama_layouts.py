@@ -34,35 +34,21 @@ from ragchat.weights import resolve_gguf  # noqa: E402
 
 
 def load(gguf: Path, layout: str, threads: int):  # type: ignore[no-untyped-def]
-    import ctypes
-
-    import llama_cpp.llama_cpp as lib
     from llama_cpp import Llama
 
-    from ragchat.generation.llamacpp import _repack_overrides
+    from ragchat.generation.llamacpp import _repack_overrides, model_params
 
     overrides = _repack_overrides(gguf) if layout == "repack" else None
     if layout == "repack" and overrides is None:
         raise SystemExit("this llama.cpp build or CPU has no CPU_REPACK layout")
-    defaults = lib.llama_model_default_params
-
-    def params():  # type: ignore[no-untyped-def]
-        p = defaults()
-        if layout != "extra":
-            p.use_extra_bufts = False
-        if overrides is not None:
-            p.tensor_buft_overrides = ctypes.addressof(overrides)
-        return p
-
-    lib.llama_model_default_params = params
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            return Llama(
-                model_path=str(gguf), n_ctx=2048, n_batch=512, n_threads=threads,
-                n_threads_batch=threads, verbose=False,
-            )  # fmt: skip
-    finally:
-        lib.llama_model_default_params = defaults
+    with (
+        model_params(extra_bufts=layout == "extra", overrides=overrides),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        return Llama(
+            model_path=str(gguf), n_ctx=2048, n_batch=512, n_threads=threads,
+            n_threads_batch=threads, verbose=False,
+        )  # fmt: skip
 
 
 def main() -> int:

@@ -294,8 +294,7 @@ def _without_amx_kernels(gguf: Path | None = None) -> Iterator[None]:
     `use_extra_bufts`, also turns off the interleaved ("repacked") weight layout of the
     AVX2 kernels, which the model in `gguf` gets back explicitly (_repack_overrides):
     prompts are read 1.7x faster with it than without. Set RAGCHAT_LLAMA_AMX=1 to keep
-    the AMX kernels. `Llama` takes no such argument, so the defaults it starts from are
-    amended while it loads."""
+    the AMX kernels (model_params)."""
     import os
 
     from ragchat.hardware import cpu_has_amx
@@ -303,20 +302,32 @@ def _without_amx_kernels(gguf: Path | None = None) -> Iterator[None]:
     if os.environ.get("RAGCHAT_LLAMA_AMX") == "1" or not cpu_has_amx():
         yield
         return
+    overrides = _repack_overrides(gguf) if gguf is not None else None
+    with model_params(extra_bufts=False, overrides=overrides):
+        yield
+
+
+@contextlib.contextmanager
+def model_params(
+    *, extra_bufts: bool, overrides: ctypes.Array[_BuftOverride] | None
+) -> Iterator[None]:
+    """Models loaded inside get llama.cpp's default parameters with `use_extra_bufts` as
+    given and, unless None, these tensor buffer-type overrides (_repack_overrides). `Llama`
+    takes neither as an argument, so the defaults it starts from are amended while it
+    loads (bench/llama_layouts.py loads each layout this way)."""
     import llama_cpp.llama_cpp as lib
 
-    overrides = _repack_overrides(gguf) if gguf is not None else None
     with _params_lock:
         defaults = lib.llama_model_default_params
 
-        def without_amx() -> Any:
+        def amended() -> Any:
             params = defaults()
-            params.use_extra_bufts = False
+            params.use_extra_bufts = extra_bufts
             if overrides is not None:
                 params.tensor_buft_overrides = ctypes.addressof(overrides)
             return params
 
-        lib.llama_model_default_params = without_amx
+        lib.llama_model_default_params = amended
         try:
             yield
         finally:
