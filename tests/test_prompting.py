@@ -296,6 +296,10 @@ def test_verify_prompt_shows_a_yes_and_a_no_then_the_case() -> None:
         ("How many steps does the tower have?", "lookup"),
         ("How long did he keep the light?", "lookup"),
         ("When was the lamp electrified?", "lookup"),
+        ("Who was the first keeper, and how long did he keep the light?", "explain"),
+        ("Who built it? When was it lit?", "explain"),
+        ("Along with diesel engines, what engines replaced steam?", "lookup"),
+        ("In 1942, what was North Fresno called?", "lookup"),
     ],
 )
 def test_question_kind(question: str, kind: str) -> None:

@@ -81,10 +81,18 @@ _EXPLAIN = re.compile(
 )
 
 
+# Two questions in one ("Who was the first keeper, and how long did he keep the light?",
+# "Who built it? When?"): one span can't answer both. No question of the bench sets
+# (qa-public, plays-public, ja-public) has this shape, so their answers are unchanged.
+_TWO_QUESTIONS = re.compile(r"\band\s+(?:who|what|when|where|which|whom|whose|how|why)\b", re.I)
+
+
 def question_kind(question: str) -> QuestionKind:
     """ "explain" for questions that ask to describe, explain, compare, summarise, list, or
-    ask why / how; "lookup" for the rest (who, when, how many, what is the name ...)."""
-    return "explain" if _EXPLAIN.search(question) else "lookup"
+    ask why / how, and for two questions asked as one; "lookup" for the rest (who, when,
+    how many, what is the name ...)."""
+    two = _TWO_QUESTIONS.search(question) or question.count("?") > 1
+    return "explain" if two or _EXPLAIN.search(question) else "lookup"
 
 
 EXPLAIN_SYSTEM_PROMPT = (
