@@ -42,6 +42,8 @@ class Settings:
     embed_batch_size: int = 32
     retrieval: str = "hybrid"  # hybrid | dense | bm25
     k: int = 5
+    # keep to one document when the question names what only it holds (retrieval/routing.py)
+    route_documents: bool = True
     # extraction
     pdf_timeout_s: float = 60.0
     extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)

@@ -12,22 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ragchat.answer.focus import split_sentences
-from ragchat.index.lexical import tokenize
+from ragchat.index.lexical import content_terms, tokenize
 from ragchat.records import Passage
-
-# Words that say how a question is asked, not what about; with the stopwords they are left
-# out of question_coverage.
-_ASKING = (
-    "who whom whose what when where which why how did does do doing done was were has have "
-    "had can could would should may might must describe explain tell give list name he she "
-    "his her him its they them their i you we me my your our us"
-)
-
-
-def _content_terms(question: str, respell: Mapping[str, str] | None = None) -> set[str]:
-    # Stopwords and asking words out: in a small index "the" or "who" carry real idf weight.
-    terms = set(tokenize(question, stopwords=True)) - set(tokenize(_ASKING, stopwords=False))
-    return {respell.get(t, t) for t in terms} if respell else terms
 
 
 def question_coverage(
@@ -53,7 +39,7 @@ def coverage_signals(
     """`coverage`: the idf-weighted share of the question's content terms that the best
     single sentence of `passages` holds (see question_coverage); `passage_coverage`: the
     same for the best whole passage."""
-    words = _content_terms(question, respell)
+    words = content_terms(question, respell)
     total = sum(idf(t) for t in words)
     if total <= 0:
         return {"coverage": 1.0, "passage_coverage": 1.0}
@@ -81,7 +67,7 @@ def answer_coverage(
     it was not read there). SQuAD 2.0's unanswerable questions are written against a real
     paragraph with one detail changed, so their answer's sentence tends to miss a term."""
     wanted = set(tokenize(answer, stopwords=True))
-    words = _content_terms(question, respell) - wanted
+    words = content_terms(question, respell) - wanted
     total = sum(idf(t) for t in words)
     if not wanted:
         return 0.0

@@ -22,7 +22,7 @@ import os
 import re
 import unicodedata
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +227,28 @@ def closest_spelling(
             if best is None or key < best:
                 best = key
     return best[2] if best else None
+
+
+# Words that say how a question is asked, not what about; with the stopwords they are left
+# out of a question's content terms.
+_ASKING = (
+    "who whom whose what when where which why how did does do doing done was were has have "
+    "had can could would should may might must describe explain tell give list name he she "
+    "his her him its they them their i you we me my your our us"
+)
+
+
+def content_terms(question: str, respell: Mapping[str, str] | None = None) -> set[str]:
+    """The index terms of what `question` is about: stemmed, without stopwords and asking
+    words (in a small index "the" or "who" carry real idf weight). `respell` maps a term to
+    the index's spelling of it (`LexicalIndex.respellings`)."""
+    terms = set(tokenize(question, stopwords=True)) - _asking_terms()
+    return {respell.get(t, t) for t in terms} if respell else terms
+
+
+@functools.cache
+def _asking_terms() -> frozenset[str]:
+    return frozenset(tokenize(_ASKING, stopwords=False))
 
 
 class LexicalIndex:
@@ -438,6 +460,13 @@ class LexicalIndex:
             if (respelled := self._respelled[term]) is not None:
                 found[term] = respelled
         return found
+
+    def chunks_with(self, term: str) -> np.ndarray:
+        """The chunk ids that hold the index term `term` (empty when none does)."""
+        i = self.term_index.get(term)
+        if i is None:
+            return np.empty(0, np.int64)
+        return self.chunk_ids[self.postings[self.indptr[i] : self.indptr[i + 1]]]
 
     def document_frequency(self, term: str) -> int:
         """How many chunks hold the index term `term`."""

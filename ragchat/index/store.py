@@ -197,6 +197,8 @@ class IndexStore:
         self._faiss_generation = -1
         self._lexical: LexicalIndex | None = None
         self._lexical_generation = -1
+        self._source_table = np.empty((0, 2), np.int64)  # chunk id, source id
+        self._sources_generation = -1
         self._lock_fh: Any = None
         self._db_id = _file_id(path / DATABASE)
 
@@ -420,6 +422,27 @@ class IndexStore:
             if row is not None:
                 out.append(Passage(row[0], row[1], row[2], row[3], row[4], float(score), row[5]))
         return out
+
+    def chunk_sources(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """The source id of each of `chunk_ids` (ids the index holds)."""
+        table = self._chunk_source_table()
+        if not len(table):
+            return np.empty(0, np.int64)
+        at = np.searchsorted(table[:, 0], chunk_ids).clip(0, len(table) - 1)
+        return table[at, 1]
+
+    def source_count(self) -> int:
+        """How many documents have chunks in the index."""
+        return len(np.unique(self._chunk_source_table()[:, 1]))
+
+    def _chunk_source_table(self) -> np.ndarray:
+        """(chunk id, source id) rows by chunk id, for the committed state."""
+        generation = self.generation
+        if self._sources_generation != generation:
+            rows = self._db.execute("SELECT id, source_id FROM chunks ORDER BY id").fetchall()
+            self._source_table = np.array(rows, dtype=np.int64).reshape(-1, 2)
+            self._sources_generation = generation
+        return self._source_table
 
     def iter_chunk_texts(self) -> tuple[list[int], list[str]]:
         rows = self._db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()

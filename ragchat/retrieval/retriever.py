@@ -6,10 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ragchat.config import RETRIEVAL_METHODS
 from ragchat.errors import UsageError
+from ragchat.index.lexical import content_terms
 from ragchat.index.store import IndexStore
 from ragchat.records import Passage
+from ragchat.retrieval.routing import route
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
@@ -24,15 +28,24 @@ METHODS = RETRIEVAL_METHODS
 MIN_CANDIDATES = 30
 
 
+# A routed search ranks this many chunks of the whole index at most before keeping the
+# routed document's (an index of a few hundred documents has more; their candidates then
+# come from the best 5,000).
+ROUTED_DEPTH_CAP = 5000
+
+
 class Retriever:
     """Searches one open index with the embedder it was built with."""
 
-    def __init__(self, store: IndexStore, embedder: Embedder, method: str = "hybrid") -> None:
+    def __init__(
+        self, store: IndexStore, embedder: Embedder, method: str = "hybrid", *, route: bool = True
+    ) -> None:
         if method not in METHODS:
             raise UsageError(f"unknown retrieval method {method!r}; choose from {METHODS}")
         self.store = store
         self.embedder = embedder
         self.method = method
+        self.route = route  # keep to one document when the question names it (routing.py)
 
     def search(self, query: str, k: int) -> list[Passage]:
         """The `k` best passages for `query`, best first (score: higher is better)."""
@@ -41,25 +54,65 @@ class Retriever:
     def search_with_evidence(self, query: str, k: int) -> tuple[list[Passage], dict[str, float]]:
         """`search`, and what the rankings say about how well the index covers the query:
         `dense_top`, the best passage's cosine similarity to the query, and (hybrid)
-        `agreement`, the share of the dense top 5 that BM25 also ranks in its top 5."""
+        `agreement`, the share of the dense top 5 that BM25 also ranks in its top 5 (both
+        over the whole index); `routed` is 1.0 when the passages were kept to the one
+        document the question names (routing.py)."""
         query = query.strip()
         if not query or k <= 0:
             return [], {}
         n = max(k, MIN_CANDIDATES)
-        if self.method == "bm25":
-            return self.store.passages(self.store.lexical_index().search(query, k)), {}
-        dense = self._dense(query, n)
-        evidence = {"dense_top": round(dense[0][1], 4)} if dense else {}
-        if self.method == "dense":
-            return self.store.passages(dense[:k]), evidence
+        source = self._routed_source(query) if self.route else None
+        depth = n if source is None else self._routed_depth(n)
+        evidence: dict[str, float] = {}
+        rankings: dict[str, list[tuple[int, float]]] = {}
+        if self.method != "bm25":
+            dense = self._dense(query, depth)
+            if dense:
+                evidence["dense_top"] = round(dense[0][1], 4)
+            rankings["dense"] = dense
+        if self.method != "dense":
+            bm25 = self.store.lexical_index().search(query, depth)
+            rankings["bm25"] = bm25
+        if self.method == "hybrid":
+            top_dense = {i for i, _ in rankings["dense"][:5]}
+            if top_dense:
+                shared = top_dense & {i for i, _ in rankings["bm25"][:5]}
+                evidence["agreement"] = round(len(shared) / len(top_dense), 4)
+        if source is not None:
+            rankings = {name: self._within(ranked, source)[:n] for name, ranked in rankings.items()}
+            evidence["routed"] = 1.0
+        if self.method != "hybrid":
+            (ranked,) = rankings.values()
+            return self.store.passages(ranked[:k]), evidence
         from ragchat.retrieval.fusion import fuse
 
-        bm25 = self.store.lexical_index().search(query, n)
-        top_dense = {i for i, _ in dense[:5]}
-        if top_dense:
-            shared = top_dense & {i for i, _ in bm25[:5]}
-            evidence["agreement"] = round(len(shared) / len(top_dense), 4)
-        return self.store.passages(fuse({"dense": dense, "bm25": bm25}, limit=k)), evidence
+        return self.store.passages(fuse(rankings, limit=k)), evidence
+
+    def _routed_source(self, query: str) -> int | None:
+        """The source id the query names (routing.route), None for one it doesn't or an
+        index of one document."""
+        if self.store.source_count() < 2:
+            return None
+        lexical = self.store.lexical_index()
+        weights = {t: lexical.idf(t) for t in content_terms(query, lexical.respellings(query))}
+        holders = {
+            t: set(np.unique(self.store.chunk_sources(lexical.chunks_with(t))).tolist())
+            for t in weights
+        }
+        return route(weights, holders)
+
+    def _routed_depth(self, n: int) -> int:
+        """How deep to search the whole index so that about `n` candidates of the routed
+        document remain: scaled by its share of the chunks would be exact only on average,
+        so search everything up to a cap (flat FAISS and BM25 score every chunk anyway)."""
+        return min(max(n, self.store.chunk_count()), ROUTED_DEPTH_CAP)
+
+    def _within(self, ranked: list[tuple[int, float]], source: int) -> list[tuple[int, float]]:
+        if not ranked:
+            return ranked
+        ids = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
+        keep = self.store.chunk_sources(ids) == source
+        return [pair for pair, kept in zip(ranked, keep, strict=True) if kept]
 
     def _dense(self, query: str, n: int) -> list[tuple[int, float]]:
         vector = self.embedder.embed([query], kind="query")[0]
@@ -82,4 +135,4 @@ def open_retriever(
     from ragchat.retrieval.open import open_or_create
 
     store, embedder = open_or_create(index_path, settings, embedder_spec, create=False)
-    return Retriever(store, embedder, settings.retrieval)
+    return Retriever(store, embedder, settings.retrieval, route=settings.route_documents)

@@ -1,0 +1,116 @@
+"""Routing a question to the one document it names (retrieval/routing.py): the pure rule,
+and the real retriever over two real PDFs (pypdf, the packaged MiniLM, FAISS, BM25)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pdfmaker import make_pdf
+
+from ragchat.config import Settings, load_settings
+from ragchat.ingest.pipeline import ingest
+from ragchat.retrieval.retriever import Retriever, open_retriever
+from ragchat.retrieval.routing import ROUTE_MARGIN, route
+
+
+def test_a_question_naming_what_one_document_holds_is_routed_there() -> None:
+    weights = {"christi": 4.0, "kill": 2.0, "father": 1.0}
+    holders = {"christi": {1}, "kill": {1, 2}, "father": {1, 2}}
+    assert route(weights, holders) == 1
+
+
+def test_no_route_when_two_documents_hold_every_term() -> None:
+    weights = {"lamp": 2.0, "oil": 2.0}
+    assert route(weights, {"lamp": {1, 2}, "oil": {1, 2, 3}}) is None
+
+
+def test_no_route_when_the_lead_is_below_the_margin() -> None:
+    # Source 1 holds every term, but source 2 holds all but a light common word.
+    weights = {"mediterranean": 5.0, "death": 4.0, "make": 1.0}
+    holders = {"mediterranean": {1, 2}, "death": {1, 2}, "make": {1}}
+    assert ROUTE_MARGIN > 1.0 / 10.0
+    assert route(weights, holders) is None
+    weights["make"] = 3.0  # now the missing word weighs a quarter of the question
+    assert route(weights, holders) == 1
+
+
+def test_words_no_document_holds_are_ignored_and_none_found_routes_nowhere() -> None:
+    assert route({"zeppelin": 6.0, "christi": 4.0}, {"christi": {2}}) == 2
+    assert route({"zeppelin": 6.0}, {}) is None
+    assert route({}, {}) is None
+
+
+PLAYBOY = [
+    "CHRISTY: I killed my father with a loy, a week since, and buried him in the field.\n"
+    "PEGEEN: You did not. Is it the truth you're telling, Christy Mahon?",
+    "SHAWN: The whole town is praising Christy for the killing of his da.\n"
+    "PEGEEN: Let him stop in the tavern as the pot-boy, and I'll not be afraid.",
+    "WIDOW QUIN: Come with me, Christy, I've a fine room and a good fire.\n"
+    "CHRISTY: I'll stay in the tavern with Pegeen, where there's kindness.",
+]
+QUALITY = [
+    "PHOEBE: Our father left us the little house in Quality Street.\n"
+    "SUSAN: And Valentine Brown is gone to the war against Napoleon.",
+    "PHOEBE: We shall open a school for the children of the street.\n"
+    "SUSAN: The rent must be paid, sister, whatever the neighbours say.",
+    "VALENTINE: Ten years at the war, and I come home to find a school.\n"
+    "PHOEBE: Who killed the spirit in me? The years did, Captain Brown.",
+]
+
+
+@pytest.fixture(scope="module")
+def two_plays(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
+    root = tmp_path_factory.mktemp("plays")
+    docs = root / "docs"
+    docs.mkdir()
+    make_pdf(PLAYBOY, docs / "playboy.pdf")
+    make_pdf(QUALITY, docs / "quality.pdf")
+    settings = load_settings({"index_dir": root / "indexes", "chunk_tokens": 40})
+    index = root / "indexes" / "plays"
+    ingest([docs], index, settings)
+    return index, settings
+
+
+def test_passages_come_from_the_play_the_question_names(two_plays) -> None:
+    index, settings = two_plays
+    retriever = open_retriever(index, settings)
+    question = "Who did Christy think he killed, and where did he stay?"
+    passages, evidence = retriever.search_with_evidence(question, 5)
+    assert evidence["routed"] == 1.0 and "dense_top" in evidence
+    assert passages and {p.doc for p in passages} == {"playboy.pdf"}
+    # The same search unrouted reaches into the other play (its father, its killing).
+    plain = Retriever(retriever.store, retriever.embedder, route=False)
+    unrouted, unrouted_evidence = plain.search_with_evidence(question, 5)
+    assert "routed" not in unrouted_evidence
+    assert {p.doc for p in unrouted} == {"playboy.pdf", "quality.pdf"}
+    # The whole-index evidence (what the off-topic rule reads) is the same either way.
+    assert unrouted_evidence["dense_top"] == evidence["dense_top"]
+    retriever.close()
+
+
+@pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
+def test_every_method_is_routed(two_plays, method: str) -> None:
+    index, settings = two_plays
+    retriever = open_retriever(index, settings.replace(retrieval=method))
+    passages, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 4)
+    assert evidence.get("routed") == 1.0
+    assert passages and {p.doc for p in passages} == {"quality.pdf"}
+    retriever.close()
+
+
+def test_a_question_both_plays_answer_is_not_routed(two_plays) -> None:
+    index, settings = two_plays
+    retriever = open_retriever(index, settings)
+    passages, evidence = retriever.search_with_evidence("Who killed whom?", 6)
+    assert "routed" not in evidence
+    assert {p.doc for p in passages} == {"playboy.pdf", "quality.pdf"}
+    retriever.close()
+
+
+def test_routing_can_be_switched_off(two_plays) -> None:
+    index, settings = two_plays
+    retriever = open_retriever(index, settings.replace(route_documents=False))
+    _, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 4)
+    assert "routed" not in evidence
+    retriever.close()
