@@ -42,8 +42,9 @@ class Settings:
     embed_batch_size: int = 32
     retrieval: str = "hybrid"  # hybrid | dense | bm25
     k: int = 5
-    # keep to one document when the question names what only it holds (retrieval/routing.py)
-    route_documents: bool = True
+    # drop other documents' passages when the question names what only one document holds
+    # (retrieval/routing.py; measured neutral on answers, so off by default)
+    route_documents: bool = False
     # extraction
     pdf_timeout_s: float = 60.0
     extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)

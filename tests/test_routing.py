@@ -74,17 +74,18 @@ def two_plays(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]
 
 def test_passages_come_from_the_play_the_question_names(two_plays) -> None:
     index, settings = two_plays
-    retriever = open_retriever(index, settings)
+    retriever = open_retriever(index, settings.replace(route_documents=True))
     question = "Who did Christy think he killed, and where did he stay?"
-    passages, evidence = retriever.search_with_evidence(question, 5)
-    assert evidence["routed"] == 1.0 and "dense_top" in evidence
-    assert passages and {p.doc for p in passages} == {"playboy.pdf"}
-    # The same search unrouted reaches into the other play (its father, its killing).
+    # Unrouted, the search reaches into the other play (its father, its killing).
     plain = Retriever(retriever.store, retriever.embedder, route=False)
     unrouted, unrouted_evidence = plain.search_with_evidence(question, 5)
     assert "routed" not in unrouted_evidence
     assert {p.doc for p in unrouted} == {"playboy.pdf", "quality.pdf"}
-    # The whole-index evidence (what the off-topic rule reads) is the same either way.
+    # Routed, the other play's passages are dropped; the rest keep their order.
+    passages, evidence = retriever.search_with_evidence(question, 5)
+    assert evidence["routed"] == 1.0
+    assert passages == [p for p in unrouted if p.doc == "playboy.pdf"]
+    # The evidence the off-topic rule reads is the same either way.
     assert unrouted_evidence["dense_top"] == evidence["dense_top"]
     retriever.close()
 
@@ -92,25 +93,25 @@ def test_passages_come_from_the_play_the_question_names(two_plays) -> None:
 @pytest.mark.parametrize("method", ["dense", "bm25", "hybrid"])
 def test_every_method_is_routed(two_plays, method: str) -> None:
     index, settings = two_plays
-    retriever = open_retriever(index, settings.replace(retrieval=method))
-    passages, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 4)
-    assert evidence.get("routed") == 1.0
+    retriever = open_retriever(index, settings.replace(retrieval=method, route_documents=True))
+    passages = retriever.search("Where did Phoebe open the school?", 6)
     assert passages and {p.doc for p in passages} == {"quality.pdf"}
     retriever.close()
 
 
 def test_a_question_both_plays_answer_is_not_routed(two_plays) -> None:
     index, settings = two_plays
-    retriever = open_retriever(index, settings)
+    retriever = open_retriever(index, settings.replace(route_documents=True))
     passages, evidence = retriever.search_with_evidence("Who killed whom?", 6)
     assert "routed" not in evidence
     assert {p.doc for p in passages} == {"playboy.pdf", "quality.pdf"}
     retriever.close()
 
 
-def test_routing_can_be_switched_off(two_plays) -> None:
+def test_routing_is_off_by_default(two_plays) -> None:
     index, settings = two_plays
-    retriever = open_retriever(index, settings.replace(route_documents=False))
-    _, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 4)
+    retriever = open_retriever(index, settings)
+    passages, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 6)
     assert "routed" not in evidence
+    assert {p.doc for p in passages} == {"playboy.pdf", "quality.pdf"}
     retriever.close()

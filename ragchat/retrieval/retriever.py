@@ -28,17 +28,11 @@ METHODS = RETRIEVAL_METHODS
 MIN_CANDIDATES = 30
 
 
-# A routed search ranks this many chunks of the whole index at most before keeping the
-# routed document's (an index of a few hundred documents has more; their candidates then
-# come from the best 5,000).
-ROUTED_DEPTH_CAP = 5000
-
-
 class Retriever:
     """Searches one open index with the embedder it was built with."""
 
     def __init__(
-        self, store: IndexStore, embedder: Embedder, method: str = "hybrid", *, route: bool = True
+        self, store: IndexStore, embedder: Embedder, method: str = "hybrid", *, route: bool = False
     ) -> None:
         if method not in METHODS:
             raise UsageError(f"unknown retrieval method {method!r}; choose from {METHODS}")
@@ -54,39 +48,38 @@ class Retriever:
     def search_with_evidence(self, query: str, k: int) -> tuple[list[Passage], dict[str, float]]:
         """`search`, and what the rankings say about how well the index covers the query:
         `dense_top`, the best passage's cosine similarity to the query, and (hybrid)
-        `agreement`, the share of the dense top 5 that BM25 also ranks in its top 5 (both
-        over the whole index); `routed` is 1.0 when the passages were kept to the one
-        document the question names (routing.py)."""
+        `agreement`, the share of the dense top 5 that BM25 also ranks in its top 5;
+        `routed` is 1.0 when the passages of other documents than the one the question
+        names were dropped (routing.py)."""
         query = query.strip()
         if not query or k <= 0:
             return [], {}
         n = max(k, MIN_CANDIDATES)
-        source = self._routed_source(query) if self.route else None
-        depth = n if source is None else self._routed_depth(n)
         evidence: dict[str, float] = {}
-        rankings: dict[str, list[tuple[int, float]]] = {}
-        if self.method != "bm25":
-            dense = self._dense(query, depth)
+        if self.method == "bm25":
+            ranked = self.store.lexical_index().search(query, k)
+        else:
+            dense = self._dense(query, n)
             if dense:
                 evidence["dense_top"] = round(dense[0][1], 4)
-            rankings["dense"] = dense
-        if self.method != "dense":
-            bm25 = self.store.lexical_index().search(query, depth)
-            rankings["bm25"] = bm25
+            ranked = dense[:k]
         if self.method == "hybrid":
-            top_dense = {i for i, _ in rankings["dense"][:5]}
-            if top_dense:
-                shared = top_dense & {i for i, _ in rankings["bm25"][:5]}
-                evidence["agreement"] = round(len(shared) / len(top_dense), 4)
-        if source is not None:
-            rankings = {name: self._within(ranked, source)[:n] for name, ranked in rankings.items()}
-            evidence["routed"] = 1.0
-        if self.method != "hybrid":
-            (ranked,) = rankings.values()
-            return self.store.passages(ranked[:k]), evidence
-        from ragchat.retrieval.fusion import fuse
+            from ragchat.retrieval.fusion import fuse
 
-        return self.store.passages(fuse(rankings, limit=k)), evidence
+            bm25 = self.store.lexical_index().search(query, n)
+            top_dense = {i for i, _ in dense[:5]}
+            if top_dense:
+                shared = top_dense & {i for i, _ in bm25[:5]}
+                evidence["agreement"] = round(len(shared) / len(top_dense), 4)
+            ranked = fuse({"dense": dense, "bm25": bm25}, limit=k)
+        source = self._routed_source(query) if self.route and ranked else None
+        if source is not None:
+            ids = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
+            keep = self.store.chunk_sources(ids) == source
+            if keep.any() and not keep.all():
+                ranked = [pair for pair, kept in zip(ranked, keep, strict=True) if kept]
+                evidence["routed"] = 1.0
+        return self.store.passages(ranked), evidence
 
     def _routed_source(self, query: str) -> int | None:
         """The source id the query names (routing.route), None for one it doesn't or an
@@ -100,19 +93,6 @@ class Retriever:
             for t in weights
         }
         return route(weights, holders)
-
-    def _routed_depth(self, n: int) -> int:
-        """How deep to search the whole index so that about `n` candidates of the routed
-        document remain: scaled by its share of the chunks would be exact only on average,
-        so search everything up to a cap (flat FAISS and BM25 score every chunk anyway)."""
-        return min(max(n, self.store.chunk_count()), ROUTED_DEPTH_CAP)
-
-    def _within(self, ranked: list[tuple[int, float]], source: int) -> list[tuple[int, float]]:
-        if not ranked:
-            return ranked
-        ids = np.fromiter((i for i, _ in ranked), dtype=np.int64, count=len(ranked))
-        keep = self.store.chunk_sources(ids) == source
-        return [pair for pair, kept in zip(ranked, keep, strict=True) if kept]
 
     def _dense(self, query: str, n: int) -> list[tuple[int, float]]:
         vector = self.embedder.embed([query], kind="query")[0]
