@@ -47,7 +47,7 @@ def main() -> int:
         index = WORK / name
         if not index.is_dir():
             ingest([BENCH / name / "docs"], index, settings)
-        retriever = open_retriever(index, settings)
+        retriever = open_retriever(index, settings.replace(route_documents=True))
         store, lexical = retriever.store, retriever.store.lexical_index()
         names = {s.id: s.name for s in store.sources()}
         questions = [q for q in load_questions(BENCH / name / "questions.jsonl") if q.answers]
