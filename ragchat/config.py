@@ -61,6 +61,7 @@ class Settings:
     max_prompt_tokens: int = 800
     focus_sentences: int = 3  # 0 = whole passages
     explain_sentences: int = 8  # the same for describe / explain / why / how questions
+    script_speeches: int = 8  # a play's or screenplay's best speeches, speakers named
     min_coverage: float | None = None
     min_dense_top: float | None = None
     min_passage_coverage: float | None = None

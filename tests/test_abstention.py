@@ -23,6 +23,7 @@ from ragchat.answer.abstention import (
     latin_share,
     thresholds_for,
 )
+from ragchat.answer.prompts import copied_example, example_texts
 from ragchat.answer.qa import AnswerPolicy, answer, policy_for
 from ragchat.config import load_settings
 from ragchat.ingest.pipeline import ingest
@@ -51,6 +52,10 @@ BARS = Thresholds(
         ({"coverage": 0.2, "dense_top": 0.45, "passage_coverage": 0.3}, "answered"),
         ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
+        (
+            {"coverage": 0.4, "model_abstained": 0.0, "copied_example": 1.0, "verify": 2.0},
+            "example",
+        ),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -0.5}, "no_answer"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": 2.0, "no_answer": -1.5}, "answered"),
         # an answer read from no sentence about the question
@@ -162,6 +167,29 @@ def test_the_models_own_abstention_decides(retriever) -> None:
     result = answer("Who built the lighthouse?", retriever, ScriptedGenerator(ABSTAIN))
     assert result.abstained and result.decided_by == "model"
     assert result.text == ABSTAIN and not result.citations
+
+
+def test_an_answer_copied_from_the_worked_example_is_refused(retriever) -> None:
+    # The lookup prompt's demonstration answers "the Royal College of Art"; the sample PDF
+    # never says it, so the model read it from the example, not from the documents.
+    copied = ScriptedGenerator("the Royal College of Art [1]", answer_logprob=-0.1)
+    result = answer("Where did the lighthouse's builder train?", retriever, copied, k=3)
+    assert result.signals["copied_example"] == 1.0
+    assert result.abstained and result.decided_by == "example" and result.text == ABSTAIN
+    honest = ScriptedGenerator("Margaret Alder [1]", answer_logprob=-0.1)
+    kept = answer("Who built the lighthouse?", retriever, honest, k=3)
+    assert kept.signals["copied_example"] == 0.0 and not kept.abstained
+
+
+def test_copied_example_needs_the_examples_words_and_no_passage_holding_them() -> None:
+    examples = example_texts("lookup", script=True)
+    play = ["Christy: I killed my da with a loy."]
+    assert copied_example("His brother's boat.", examples, play)  # the example passage's
+    assert copied_example("his brother's", examples, play)  # the example answer
+    # The documents say it too: an answer that happens to match.
+    assert not copied_example("his brother's boat", examples, ["He took his brother's boat."])
+    assert not copied_example("his father", examples, play)
+    assert not copied_example("he", examples, play)  # too short to tell
 
 
 def test_an_unsure_answer_is_replaced_by_the_no_answer_rule(retriever) -> None:

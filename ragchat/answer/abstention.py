@@ -267,6 +267,7 @@ RULES = (
     "coverage",
     "off_topic",
     "model",
+    "example",
     "verify",
     "answer_coverage",
     "no_answer",
@@ -278,8 +279,9 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     decides nothing, so the same function runs before the model (retrieval signals only:
     `passages`, `coverage`, `dense_top`, `passage_coverage`) and after it
     (`model_abstained`: 1.0 when the model's answer is empty or says the documents don't
-    hold it; `verify`; `answer_coverage` and `no_answer`, not for `explain` or `script`
-    answers nor for a question in a non-Latin script, `latin` < 0.5).
+    hold it; `copied_example`: 1.0 when a lookup's answer comes from the prompt's worked
+    example, not the passages; `verify`; `answer_coverage` and `no_answer`, not for
+    `explain` or `script` answers nor for a question in a non-Latin script, `latin` < 0.5).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -293,6 +295,8 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
         return Decision(True, "off_topic")
     if signals.get("model_abstained", 0.0) > 0:
         return Decision(True, "model")
+    if signals.get("copied_example", 0.0) > 0:
+        return Decision(True, "example")
     verify = signals.get("verify")
     if verify is not None and thresholds.verify is not None and verify < thresholds.verify:
         return Decision(True, "verify")

@@ -160,6 +160,34 @@ _PROMPTS: dict[tuple[str, bool], tuple[str, tuple[Turn, ...]]] = {
 }
 
 
+def example_texts(kind: QuestionKind, script: bool = False) -> tuple[str, ...]:
+    """The worked examples' passages and answers in the prompt `build_rag_prompt` makes for
+    `kind` and `script`: what an answer read from the demonstration would come from."""
+    return tuple(
+        text for turn in _PROMPTS[kind, script][1] for text in (turn.question, turn.answer)
+    )
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> str:
+    return f" {' '.join(_WORD.findall(text.lower()))} "
+
+
+def copied_example(answer: str, examples: Sequence[str], passages: Sequence[str]) -> bool:
+    """Whether `answer` (its words, in order) comes from the worked examples and from none
+    of the `passages`: a small model sometimes answers from the demonstration instead of
+    the documents ("his brother's boat", from the script example, for what made a play's
+    hero famous)."""
+    words = _words(answer)
+    if not any(len(w) > 2 for w in words.split()):
+        return False
+    return any(words in _words(e) for e in examples) and not any(
+        words in _words(p) for p in passages
+    )
+
+
 def format_passage(number: int, passage: Passage, text: str | None = None) -> str:
     """`[n] (file.pdf p.3) text`, whitespace collapsed."""
     body = " ".join((passage.text if text is None else text).split())

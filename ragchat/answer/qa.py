@@ -34,6 +34,8 @@ from ragchat.answer.prompts import (
     Turn,
     build_rag_prompt,
     clean_answer,
+    copied_example,
+    example_texts,
     question_kind,
     sentence_cut,
     verify_prompt,
@@ -76,6 +78,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
         max_prompt_tokens=settings.max_prompt_tokens,
         focus_sentences=settings.focus_sentences,
         explain_sentences=settings.explain_sentences,
+        script_speeches=settings.script_speeches,
         thresholds=thresholds_for(
             getattr(generator, "preset", None),
             min_coverage=settings.min_coverage,
@@ -234,6 +237,14 @@ def answer(
             )
         )
     signals["model_abstained"] = float(not cleaned or is_abstention(raw))
+    if kind == "lookup" and not signals["model_abstained"]:
+        signals["copied_example"] = float(
+            copied_example(
+                strip_citations(cleaned),
+                example_texts(kind, script),
+                [p.text for p in prompt.passages],
+            )
+        )
     if store is not None and not signals["model_abstained"] and kind == "lookup":
         signals["answer_coverage"] = round(
             answer_coverage(
