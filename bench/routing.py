@@ -5,6 +5,8 @@ the passages' document mix with and without routing. No language model involved.
     python bench/routing.py                      # qa-public, plays-public, ja-public
     python bench/routing.py --margins 0,0.1,0.2,0.3
 
+Also the name rule (routing.named_source) alone and as shipped, after the weight rule.
+
 Each set's PDFs are ingested once into /tmp/ragchat-routing/<set> (the default settings).
 """
 
@@ -23,7 +25,7 @@ from ragchat.config import load_settings  # noqa: E402
 from ragchat.eval.metrics import load_questions  # noqa: E402
 from ragchat.index.lexical import content_terms  # noqa: E402
 from ragchat.retrieval.retriever import Retriever, open_retriever  # noqa: E402
-from ragchat.retrieval.routing import route  # noqa: E402
+from ragchat.retrieval.routing import named_source, route  # noqa: E402
 
 BENCH = REPO.parent / "shared" / "bench"
 SETS = ("qa-public", "plays-public", "ja-public")
@@ -53,22 +55,36 @@ def main() -> int:
         questions = [q for q in load_questions(BENCH / name / "questions.jsonl") if q.answers]
         routed = dict.fromkeys(margins, 0)
         right = dict.fromkeys(margins, 0)
+        by_name = {"names alone": [0, 0], "shipped (weight rule, else names)": [0, 0]}
+        sizes = store.source_sizes()
         for q in questions:
             weights = {
                 t: lexical.idf(t)
                 for t in content_terms(q.question, lexical.respellings(q.question))
             }
-            holders = {
-                t: set(np.unique(store.chunk_sources(lexical.chunks_with(t))).tolist())
-                for t in weights
-            }
+            counts = {}
+            for t in weights:
+                ids, n = np.unique(store.chunk_sources(lexical.chunks_with(t)), return_counts=True)
+                counts[t] = dict(zip(ids.tolist(), n.tolist(), strict=True))
+            holders = {t: set(c) for t, c in counts.items()}
             for margin in margins:
                 source = route(weights, holders, margin)
                 if source is not None:
                     routed[margin] += 1
                     right[margin] += names[source] == q.doc
+            named = named_source(counts, sizes)
+            weighed = route(weights, holders)
+            for label, source in (
+                ("names alone", named),
+                ("shipped (weight rule, else names)", weighed if weighed is not None else named),
+            ):
+                if source is not None:
+                    by_name[label][0] += 1
+                    by_name[label][1] += names[source] == q.doc
         figures = "  ".join(f"{m:g}: {routed[m]}/{right[m]}" for m in margins)
         print(f"{name} ({len(questions)} answerable questions): {figures}")
+        for label, (n, ok) in by_name.items():
+            print(f"  {label}: {n}/{ok}")
         plain = Retriever(store, retriever.embedder, settings.retrieval, route=False)
         for label, r in (("unrouted", plain), ("routed", retriever)):
             own = total = 0

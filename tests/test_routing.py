@@ -11,7 +11,7 @@ from pdfmaker import make_pdf
 from ragchat.config import Settings, load_settings
 from ragchat.ingest.pipeline import ingest
 from ragchat.retrieval.retriever import Retriever, open_retriever
-from ragchat.retrieval.routing import ROUTE_MARGIN, route
+from ragchat.retrieval.routing import NAME_MIN_CHUNKS, NAME_SHARE, ROUTE_MARGIN, named_source, route
 
 
 def test_a_question_naming_what_one_document_holds_is_routed_there() -> None:
@@ -39,6 +39,21 @@ def test_words_no_document_holds_are_ignored_and_none_found_routes_nowhere() -> 
     assert route({"zeppelin": 6.0, "christi": 4.0}, {"christi": {2}}) == 2
     assert route({"zeppelin": 6.0}, {}) is None
     assert route({}, {}) is None
+
+
+def test_a_term_only_one_document_holds_throughout_is_its_name() -> None:
+    sizes = {1: 200, 2: 250}
+    # "christi" is in most of the first play's chunks and none of the other's; "love" in both.
+    assert named_source({"christi": {1: 150}, "love": {1: 9, 2: 14}}, sizes) == 1
+    # A rare word of the other play (one chunk) is no name of it: still the first play.
+    assert named_source({"christi": {1: 150}, "regain": {2: 1}}, sizes) == 1
+    # Names of both plays: nowhere.
+    assert named_source({"christi": {1: 150}, "phoebe": {2: 120}}, sizes) is None
+    # Only one document holds it, but in too few of its chunks to be what it is about.
+    few = int(NAME_SHARE * sizes[1]) - 1
+    assert few >= NAME_MIN_CHUNKS and named_source({"lighthous": {1: few}}, sizes) is None
+    assert named_source({"lighthous": {1: NAME_MIN_CHUNKS - 1}}, {1: 5}) is None
+    assert named_source({}, sizes) is None
 
 
 PLAYBOY = [
@@ -96,6 +111,24 @@ def test_every_method_is_routed(two_plays, method: str) -> None:
     retriever = open_retriever(index, settings.replace(retrieval=method, route_documents=True))
     passages = retriever.search("Where did Phoebe open the school?", 6)
     assert passages and {p.doc for p in passages} == {"quality.pdf"}
+    retriever.close()
+
+
+def test_a_question_naming_a_character_is_routed_by_the_name(two_plays) -> None:
+    index, settings = two_plays
+    retriever = open_retriever(index, settings.replace(route_documents=True))
+    question = "Was Christy ever as brave as Napoleon?"
+    # No play holds every term ("napoleon" is in one speech of the other play), so the
+    # weight rule can't route; "christy" is in most chunks of one play, none of the other.
+    lexical = retriever.store.lexical_index()
+    holders = {
+        t: set(retriever.store.chunk_sources(lexical.chunks_with(t)).tolist())
+        for t in ("christi", "war")
+    }
+    assert len(holders["christi"]) == 1 and holders["christi"] != holders["war"]
+    passages, evidence = retriever.search_with_evidence(question, 6)
+    assert evidence["routed"] == 1.0
+    assert passages and {p.doc for p in passages} == {"playboy.pdf"}
     retriever.close()
 
 

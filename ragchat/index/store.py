@@ -431,6 +431,11 @@ class IndexStore:
         at = np.searchsorted(table[:, 0], chunk_ids).clip(0, len(table) - 1)
         return table[at, 1]
 
+    def source_sizes(self) -> dict[int, int]:
+        """How many chunks each document with chunks in the index has, by source id."""
+        ids, counts = np.unique(self._chunk_source_table()[:, 1], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist(), strict=True))
+
     def source_count(self) -> int:
         """How many documents have chunks in the index."""
         return len(np.unique(self._chunk_source_table()[:, 1]))

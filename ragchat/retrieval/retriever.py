@@ -13,7 +13,7 @@ from ragchat.errors import UsageError
 from ragchat.index.lexical import content_terms
 from ragchat.index.store import IndexStore
 from ragchat.records import Passage
-from ragchat.retrieval.routing import route
+from ragchat.retrieval.routing import named_source, route
 
 if TYPE_CHECKING:
     from ragchat.config import Settings
@@ -88,11 +88,10 @@ class Retriever:
             return None
         lexical = self.store.lexical_index()
         weights = {t: lexical.idf(t) for t in content_terms(query, lexical.respellings(query))}
-        holders = {
-            t: set(np.unique(self.store.chunk_sources(lexical.chunks_with(t))).tolist())
-            for t in weights
-        }
-        return route(weights, holders)
+        counts = {t: _per_source(self.store.chunk_sources(lexical.chunks_with(t))) for t in weights}
+        holders = {t: set(c) for t, c in counts.items()}
+        source = route(weights, holders)
+        return source if source is not None else named_source(counts, self.store.source_sizes())
 
     def _dense(self, query: str, n: int) -> list[tuple[int, float]]:
         vector = self.embedder.embed([query], kind="query")[0]
@@ -116,3 +115,9 @@ def open_retriever(
 
     store, embedder = open_or_create(index_path, settings, embedder_spec, create=False)
     return Retriever(store, embedder, settings.retrieval, route=settings.route_documents)
+
+
+def _per_source(sources: np.ndarray) -> dict[int, int]:
+    """How many of the chunks whose source ids these are each source has."""
+    ids, counts = np.unique(sources, return_counts=True)
+    return dict(zip(ids.tolist(), counts.tolist(), strict=True))
