@@ -141,10 +141,15 @@ def test_a_question_both_plays_answer_is_not_routed(two_plays) -> None:
     retriever.close()
 
 
-def test_routing_is_off_by_default(two_plays) -> None:
+def test_routing_is_on_by_default_and_a_setting_switches_it_off(two_plays) -> None:
     index, settings = two_plays
-    retriever = open_retriever(index, settings)
-    passages, evidence = retriever.search_with_evidence("Where did Phoebe open the school?", 6)
+    question = "Where did Phoebe open the school?"
+    routed = open_retriever(index, settings)
+    passages, evidence = routed.search_with_evidence(question, 6)
+    assert evidence["routed"] == 1.0 and {p.doc for p in passages} == {"quality.pdf"}
+    routed.close()
+    plain = open_retriever(index, settings.replace(route_documents=False))
+    passages, evidence = plain.search_with_evidence(question, 6)
     assert "routed" not in evidence
     assert {p.doc for p in passages} == {"playboy.pdf", "quality.pdf"}
-    retriever.close()
+    plain.close()
