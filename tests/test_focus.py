@@ -88,3 +88,28 @@ def test_question_coverage_ignores_stopwords_and_asking_words() -> None:
     assert focus_question_coverage("Who built the lighthouse?", passages, idf) == 1.0
     assert focus_question_coverage("Who built the lighthouse in Leith?", passages, idf) == 2 / 3
     assert focus_question_coverage("Who was it?", passages, idf) == 1.0  # nothing to check
+
+
+def test_a_scripts_speech_can_keep_the_cue_before_it(minilm) -> None:
+    scene = Passage(
+        doc="play.pdf",
+        path="play.pdf",
+        page=3,
+        page_end=3,
+        chunk_id=1,
+        score=1.0,
+        text=(
+            "MARY\nThe kettle's boiling and the bread is in.\n"
+            "ANNE\nWhere did you hide the letter from the priest?\n"
+            "TOM\nUnder the loose stone by the hearth, where no one looks.\n"
+            "MARY\nHush now, the door."
+        ),
+    )
+    question = "Where is the stone by the hearth?"
+    alone = focus_passages(question, [scene], minilm, sentences=1, script=True)
+    assert alone[0].text.startswith("Tom: Under the loose stone")
+    cued = focus_passages(question, [scene], minilm, sentences=1, script=True, neighbours=1)
+    assert cued[0].text == (
+        "Anne: Where did you hide the letter from the priest? "
+        "Tom: Under the loose stone by the hearth, where no one looks."
+    )

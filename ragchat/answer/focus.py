@@ -71,6 +71,7 @@ def focus_passages(
     *,
     sentences: int,
     script: bool | None = None,
+    neighbours: int = 0,
 ) -> list[Passage]:
     """The passages cut down to the `sentences` best sentences overall (a script's best
     speeches, speakers named), in their original order, gaps marked with " … "; passages
@@ -90,6 +91,11 @@ def focus_passages(
     rank = np.array([i for i, _ in units], dtype=np.float32)
     score = cosine + LEXICAL_WEIGHT * overlap - RANK_PRIOR * rank
     keep = set(np.argsort(-score, kind="stable")[:sentences].tolist())
+    # The units just before each kept one, in the same passage: a speech with its cue.
+    for u in sorted(keep):
+        for back in range(1, neighbours + 1):
+            if u - back >= 0 and units[u - back][0] == units[u][0]:
+                keep.add(u - back)
     return _picked(passages, units, keep)
 
 

@@ -65,6 +65,7 @@ class AnswerPolicy:
     # A script's passages are focused to this many speeches (short lines: a lookup needs
     # the exchange around the answer, not three lines of it).
     script_speeches: int = 8
+    script_neighbours: int = 0
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     # Run the yes/no verification pass (1–2 s) and record its margin in signals["verify"];
     # None: only while the verify threshold can decide.
@@ -79,6 +80,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
         focus_sentences=settings.focus_sentences,
         explain_sentences=settings.explain_sentences,
         script_speeches=settings.script_speeches,
+        script_neighbours=settings.script_neighbours,
         thresholds=thresholds_for(
             getattr(generator, "preset", None),
             min_coverage=settings.min_coverage,
@@ -182,7 +184,14 @@ def answer(
     if script:
         sentences = max(sentences, policy.script_speeches)
     if sentences and embedder is not None:
-        given = focus_passages(query, retrieved, embedder, sentences=sentences, script=script)
+        given = focus_passages(
+            query,
+            retrieved,
+            embedder,
+            sentences=sentences,
+            script=script,
+            neighbours=policy.script_neighbours if script else 0,
+        )
     prompt = build_rag_prompt(
         query,
         given,
