@@ -229,7 +229,9 @@ def test_a_deleted_file_is_reported_missing_and_pruned_on_request(
     docs.mkdir()
     (docs / "a.txt").write_text("Alpha notes about the lighthouse keeper.\n")
     (docs / "b.txt").write_text("Beta notes about the fog signal.\n")
-    settings = load_settings({"cache_dir": model_cache})
+    # Unrouted: "fog signal" would keep to b.txt, the one file that names it, and the
+    # check is that both files' chunks are still searchable until pruned.
+    settings = load_settings({"cache_dir": model_cache, "route_documents": False})
     index = tmp_path / "idx"
     ingest([docs], index, settings)
     (docs / "b.txt").unlink()
