@@ -108,7 +108,8 @@ def main() -> int:
         for q in questions:
             passages, evidence = retriever.search_with_evidence(q.question, args.k)
             respelled = lexical.respellings(q.question)
-            coverage = coverage_signals(q.question, passages, lexical.idf, respelled)
+            unknown = lexical.unknown_names(q.question)
+            coverage = coverage_signals(q.question, passages, lexical.idf, respelled, unknown)
             signals = {**evidence, **coverage}
             row = {"index": index, "kind": kind, "id": q.id, "question": q.question}
             row["signals"] = {k: round(v, 4) for k, v in signals.items()}

@@ -64,6 +64,7 @@ class Settings:
     script_speeches: int = 8  # a play's or screenplay's best speeches, speakers named
     script_neighbours: int = 0  # and this many speeches before each of them
     min_coverage: float | None = None
+    max_unknown_names: float | None = None
     min_dense_top: float | None = None
     min_passage_coverage: float | None = None
     no_answer_threshold: float | None = None

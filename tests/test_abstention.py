@@ -32,6 +32,7 @@ from ragchat.weights import PRESETS, packaged_files, preset_for
 
 BARS = Thresholds(
     min_coverage=0.0,
+    max_unknown_names=0.2,
     no_answer=-1.0,
     verify=-0.5,
     min_dense_top=0.3,
@@ -46,6 +47,9 @@ BARS = Thresholds(
         ({"passages": 0}, "no_passages"),
         ({"passages": 3, "coverage": 0.0}, "coverage"),
         ({"passages": 3, "coverage": 0.4}, "answered"),  # before the model: nothing decides
+        # a name the index holds nowhere carries a fifth of the question or more
+        ({"passages": 3, "coverage": 0.4, "unknown_names": 0.2}, "unknown_names"),
+        ({"passages": 3, "coverage": 0.4, "unknown_names": 0.16}, "answered"),
         ({"coverage": 0.2, "dense_top": 0.25, "passage_coverage": 0.3}, "off_topic"),
         # far by cosine but naming what the question names: not off-topic
         ({"coverage": 0.6, "dense_top": 0.25, "passage_coverage": 0.7}, "answered"),
@@ -278,7 +282,13 @@ def test_retrieval_evidence_separates_the_documents_topic_from_another(retriever
     on_cov = coverage_signals("Who built the lighthouse?", on, idf)
     off_cov = coverage_signals("What is the capital of France?", off, idf)
     assert on_cov["passage_coverage"] >= on_cov["coverage"] > 0.0
-    assert off_cov == {"coverage": 0.0, "passage_coverage": 0.0}
+    assert off_cov == {"coverage": 0.0, "passage_coverage": 0.0, "unknown_names": 0.0}
+    lexical = retriever.store.lexical_index()
+    named = "When did Audra McDonald visit the lighthouse?"
+    unknown = lexical.unknown_names(named)
+    assert unknown == {"audra", "mcdonald"}
+    share = coverage_signals(named, on, idf, unknown=unknown)["unknown_names"]
+    assert 0.5 < share < 1.0  # "lighthouse" and "visit" are the rest of the question
     assert [p.chunk_id for p in on] == [
         p.chunk_id for p in retriever.search("Who built the lighthouse?", 5)
     ]

@@ -260,3 +260,15 @@ def test_closest_spelling_prefers_the_more_frequent_of_equally_close_terms() -> 
 def test_english_words_are_not_respelt_as_names() -> None:
     index = LexicalIndex.build([1], ["The ditch ran past the chink in the wall."])
     assert index.respellings("What do the Dutch export to China?") == {}
+
+
+def test_unknown_names_are_the_names_no_chunk_holds() -> None:
+    texts = ["Phoebe opens a school in Quality Street.", "Valentine goes to the war."]
+    index = LexicalIndex.build([1, 2], texts)
+    assert index.unknown_names("Where is Audra McDonald from?") == {"audra", "mcdonald"}
+    assert index.unknown_names("Why does Phoebe open a school?") == set()  # held
+    assert index.unknown_names("Why does Pheobe open a school?") == set()  # a misspelling
+    assert index.unknown_names("What is the capital of Kenya?") == {"kenya"}  # real words too
+    # the first word is capitalised as a sentence's; lower-case words are not names
+    assert index.unknown_names("Madagascar: where is it?") == set()
+    assert index.unknown_names("how did the pilots reach the rocks") == set()

@@ -84,6 +84,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
         thresholds=thresholds_for(
             getattr(generator, "preset", None),
             min_coverage=settings.min_coverage,
+            max_unknown_names=settings.max_unknown_names,
             no_answer=settings.no_answer_threshold,
             verify=settings.verify_threshold,
             min_dense_top=settings.min_dense_top,
@@ -166,7 +167,8 @@ def answer(
     if store is not None and retrieved:
         lexical = store.lexical_index()
         respelled = lexical.respellings(query)  # misspelt names, as the index spells them
-        coverage = coverage_signals(query, retrieved, lexical.idf, respelled)
+        unknown = lexical.unknown_names(query)
+        coverage = coverage_signals(query, retrieved, lexical.idf, respelled, unknown)
         signals.update({name: round(v, 4) for name, v in coverage.items()})
     verdict = decide(signals, thresholds)
     if verdict.abstain:

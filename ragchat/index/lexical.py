@@ -179,6 +179,8 @@ MIN_RESPELL = 5
 
 
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:['’][a-z]+)?\b")
+# A name as a question writes it, also with capitals inside ("McDonald", "DeVries").
+_INNER_CAPS_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*(?:['’][a-z]+)?\b")
 
 
 LONG_RESPELL = 8
@@ -460,6 +462,23 @@ class LexicalIndex:
             if (respelled := self._respelled[term]) is not None:
                 found[term] = respelled
         return found
+
+    def unknown_names(self, text: str) -> set[str]:
+        """The index terms of the names in `text` that no chunk holds: each capitalised
+        word after the first ("Kenya" in "What country borders the south of Kenya?") whose
+        term is not in the index and has no close spelling there (`respellings`). A
+        question about something the documents never mention tends to name it."""
+        respelled = self.respellings(text)
+        start = len(text) - len(text.lstrip())
+        unknown: set[str] = set()
+        for match in _INNER_CAPS_NAME.finditer(text):
+            if match.start() == start:
+                continue  # capitalised as the first word of the sentence
+            term = self._analyze(raw_tokens(match.group())[0])
+            if term is None or term in self.term_index or term in respelled:
+                continue
+            unknown.add(term)
+        return unknown - _asking_terms()
 
     def chunks_with(self, term: str) -> np.ndarray:
         """The chunk ids that hold the index term `term` (empty when none does)."""
