@@ -156,6 +156,22 @@ def test_an_uncited_lookup_cites_the_passage_it_was_read_from(retriever) -> None
     assert "Margaret Alder" in cited.text
 
 
+def test_a_lookup_cited_to_the_wrong_passage_is_cited_to_the_one_it_was_read_from(
+    retriever,
+) -> None:
+    """Small models often write the wrong [n]: the citation (and the check's evidence)
+    becomes the given passage that holds the answer's words."""
+    first = answer("Who built the lighthouse?", retriever, ScriptedGenerator("Margaret Alder [1]"))
+    wrong = [n for n, p in enumerate(first.passages, 1) if "Margaret Alder" not in p.text]
+    assert wrong and len(first.passages) > 1
+    generator = ScriptedGenerator(f"Margaret Alder [{wrong[0]}]", answer_logprob=-0.1)
+    result = answer("Who built the lighthouse?", retriever, generator)
+    (citation,) = result.citations
+    assert citation.number != wrong[0]
+    assert "Margaret Alder" in result.passages[citation.number - 1].text
+    assert result.text == f"Margaret Alder [{citation.doc} p.{citation.page}]"
+
+
 def test_a_confident_answer_is_kept_with_its_citation(retriever) -> None:
     generator = ScriptedGenerator("Margaret Alder [1]", answer_logprob=-0.1)
     result = answer("Who built the lighthouse?", retriever, generator, k=3)

@@ -234,9 +234,13 @@ def answer(
     raw = "".join(pieces).strip()
     cleaned = clean_answer(raw, kind)
     text, citations = render_citations(cleaned, prompt.passages)
-    if kind == "lookup" and not citations and cleaned and not is_abstention(cleaned):
-        cleaned = _cite_source(strip_citations(cleaned), prompt.passages)
-        text, citations = render_citations(cleaned, prompt.passages)
+    if kind == "lookup" and cleaned and not is_abstention(cleaned):
+        # A small model often cites the wrong passage number ("China [2]" read from [1]):
+        # a lookup is cited to the passage it was copied from, which the check then reads.
+        recited = _cite_source(strip_citations(cleaned), prompt.passages, citations)
+        if recited is not None:
+            cleaned = recited
+            text, citations = render_citations(cleaned, prompt.passages)
     stats = generator.last_stats
     if scoring and stats is not None and stats.continuation_logprobs:
         signals.update(
@@ -332,14 +336,27 @@ def verify(question: str, proposed: str, passage: str, generator: Generator) -> 
     return verify_margin(yes, no)
 
 
-def _cite_source(answer_text: str, passages: Sequence[Passage]) -> str:
-    """A lookup the model left uncited gets the marker of the given passage it was read
-    from (the first that holds its words), or of the only passage there was."""
-    wanted = " ".join(answer_text.lower().split()).rstrip(".")
+def _cite_source(
+    answer_text: str, passages: Sequence[Passage], citations: Sequence[Citation] = ()
+) -> str | None:
+    """A lookup cited to the given passage it was copied from: None when a passage it cites
+    holds its words (or none does and it cites one); else `answer_text` with the marker of
+    the first passage that holds them, or of the only passage there was."""
+    cited = [passages[c.number - 1] for c in citations if 1 <= c.number <= len(passages)]
+    if any(_holds(passage, answer_text) for passage in cited):
+        return None
     for number, passage in enumerate(passages, start=1):
-        if wanted and wanted in " ".join(passage.text.lower().split()):
+        if _holds(passage, answer_text):
             return f"{answer_text} [{number}]"
+    if citations:
+        return None
     return f"{answer_text} [1]" if len(passages) == 1 else answer_text
+
+
+def _holds(passage: Passage, answer_text: str) -> bool:
+    """Whether the passage holds the answer's words, in order (case and spacing aside)."""
+    wanted = " ".join(answer_text.lower().split()).rstrip(".")
+    return bool(wanted) and wanted in " ".join(passage.text.lower().split())
 
 
 def _evidence(citations: Sequence[Citation], passages: Sequence[Passage]) -> str:
