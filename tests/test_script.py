@@ -122,3 +122,43 @@ def test_the_plays_are_read_as_scripts(bench_dir) -> None:
     assert len(scripted) >= 0.9 * len(pages)
     names = {s.speaker for p in scripted for s in speeches(p.text)}
     assert {"CHRISTY", "PEGEEN", "MAHON", "WIDOW QUIN"} <= names
+
+
+def test_a_plays_prose_stage_directions_are_read_as_the_play(tmp_path) -> None:
+    """A document most of whose chunks are laid out as a script is one: its long prose stage
+    directions are read as speeches too; an article with one quoted exchange is not."""
+    from ragchat.answer.qa import _reads_as_script, script_document
+    from ragchat.ingest.pipeline import ingest
+    from ragchat.retrieval.retriever import open_retriever
+
+    settings = Settings(cache_dir=tmp_path / "cache", index_dir=tmp_path / "indexes")
+    direction = (
+        "The scene is the blue and white room in the house of the Misses Throssel, where "
+        "everything is white or blue and the street outside is broad and grass-grown. "
+    ) * 12
+    speeches_ = "".join(
+        f"PHOEBE\n(at the window)\nIs that the captain, Susan? Line {i}.\n\n"
+        f"SUSAN\nIt is, and he is coming up the street. Line {i}.\n\n"
+        for i in range(40)
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "play.txt").write_text(f"ACT I\n\n{direction}\n\n{speeches_}")
+    (docs / "article.txt").write_text(
+        "The lighthouse was built in 1871 by the engineer Margaret Alder. " * 40
+        + "\n\nKEEPER\nThe lamp is lit.\n\nPILOT\nI see it.\n"
+    )
+    ingest([docs], tmp_path / "idx", settings)
+    retriever = open_retriever(tmp_path / "idx", settings)
+    store = retriever.store
+    by_name = {s.name: s.id for s in store.sources()}
+    assert script_document(store, by_name["play.txt"])
+    assert not script_document(store, by_name["article.txt"])
+    passages = retriever.search("the blue and white room in the house of the Misses Throssel", 3)
+    prose = [p for p in passages if p.doc == "play.txt" and not is_script(p.text)]
+    assert prose  # a chunk of the play that does not look like one
+    ids = [p.chunk_id for p in passages]
+    reads = dict(zip(ids, _reads_as_script(retriever, passages), strict=True))
+    assert all(reads[p.chunk_id] for p in prose)
+    assert not any(reads[p.chunk_id] for p in passages if p.doc == "article.txt")
+    retriever.close()

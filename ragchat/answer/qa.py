@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ragchat.answer.abstention import (
     ABSTAIN,
     DEFAULT_THRESHOLDS,
@@ -46,6 +48,7 @@ from ragchat.records import Passage
 if TYPE_CHECKING:
     from ragchat.config import Settings
     from ragchat.generation.base import Generator
+    from ragchat.index.store import IndexStore
     from ragchat.retrieval.retriever import Retriever
 
 
@@ -176,8 +179,9 @@ def answer(
 
     kind = question_kind(query)
     signals["explain"] = float(kind == "explain")
-    # Most of the passages laid out as a play or screenplay: read as speeches.
-    script = 2 * sum(is_script(p.text) for p in retrieved) > len(retrieved)
+    # Most of the passages laid out as a play or screenplay, or taken from one: read as
+    # speeches (a play's long prose stage directions are still the play's).
+    script = 2 * sum(_reads_as_script(retriever, retrieved)) > len(retrieved)
     signals["script"] = float(script)
     signals["latin"] = round(latin_share(query), 4)
     budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
@@ -317,6 +321,32 @@ def answer(
         signals=signals,
         decided_by=verdict.rule,
     )
+
+
+def _reads_as_script(retriever: Retriever, passages: Sequence[Passage]) -> list[bool]:
+    """For each passage: laid out as a script itself, or from a document most of whose
+    chunks are (`script_document`)."""
+    store = getattr(retriever, "store", None)
+    looks = [is_script(p.text) for p in passages]
+    if store is None or all(looks):
+        return looks
+    ids = np.fromiter((p.chunk_id for p in passages), dtype=np.int64, count=len(passages))
+    sources = store.chunk_sources(ids).tolist()
+    pairs = zip(looks, sources, strict=True)
+    return [look or script_document(store, source) for look, source in pairs]
+
+
+_SCRIPT_DOCUMENTS: dict[tuple[str, int, int], bool] = {}
+
+
+def script_document(store: IndexStore, source_id: int) -> bool:
+    """Whether at least half the chunks of a document are laid out as a script (cached
+    per index generation: a few microseconds a chunk, once)."""
+    key = (str(store.path), store.generation, source_id)
+    if key not in _SCRIPT_DOCUMENTS:
+        texts = store.source_texts(source_id)
+        _SCRIPT_DOCUMENTS[key] = bool(texts) and 2 * sum(map(is_script, texts)) >= len(texts)
+    return _SCRIPT_DOCUMENTS[key]
 
 
 def verify(question: str, proposed: str, passage: str, generator: Generator) -> float | None:

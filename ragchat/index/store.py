@@ -449,6 +449,13 @@ class IndexStore:
             self._sources_generation = generation
         return self._source_table
 
+    def source_texts(self, source_id: int) -> list[str]:
+        """The chunk texts of one document, in order."""
+        rows = self._db.execute(
+            "SELECT text FROM chunks WHERE source_id = ? ORDER BY id", (source_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def iter_chunk_texts(self) -> tuple[list[int], list[str]]:
         rows = self._db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
         return [r[0] for r in rows], [r[1] for r in rows]
