@@ -113,3 +113,31 @@ def test_a_scripts_speech_can_keep_the_cue_before_it(minilm) -> None:
         "Anne: Where did you hide the letter from the priest? "
         "Tom: Under the loose stone by the hearth, where no one looks."
     )
+
+
+class _Counting:
+    """The real embedder, counting the passage texts it is asked to embed."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+        self.passage_texts = 0
+
+    def embed(self, texts, *, kind, **kwargs):
+        if kind == "passage":
+            self.passage_texts += len(texts)
+        return self.embedder.embed(texts, kind=kind, **kwargs)
+
+
+def test_focus_embeds_only_the_lexically_best_candidates(minilm) -> None:
+    """Of 30 sentences, the 12 that share most words with the question are embedded; the
+    answer's sentence is among them and is kept."""
+    from ragchat.answer.focus import CANDIDATES
+
+    filler = [f"The harbour wall was repaired in section {i} by the council." for i in range(29)]
+    answer = "The lighthouse keeper Tobias Wren lit the lamp for the first time in 1871."
+    texts = [" ".join(filler[:10]), " ".join([*filler[10:20], answer]), " ".join(filler[20:])]
+    passages = [Passage(i, "p.pdf", "p.pdf", i + 1, i + 1, 1.0, t) for i, t in enumerate(texts)]
+    counting = _Counting(minilm)
+    focused = focus_passages("Who lit the lighthouse lamp first?", passages, counting, sentences=3)
+    assert counting.passage_texts == CANDIDATES
+    assert any(answer in p.text for p in focused)
