@@ -4,6 +4,7 @@ sample PDF, pypdf, FAISS, the packaged MiniLM (numpy and transformers paths)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -296,6 +297,8 @@ def test_ask_timing_line_of_an_abstention_before_the_model() -> None:
     line = timing_line(early)
     assert line.startswith("retrieve 0.01s · none of the question's words occur")
     assert "0 tokens" not in line and "0 passages" not in line
+    named = dataclasses.replace(early, decided_by="unknown_names")
+    assert timing_line(named).startswith("retrieve 0.01s · the documents never mention")
     answered = Answer("q", "a", False, (), (), Timings(0.0, 0.01, 0.4, 3.0, 100, 5, 10.0))
     assert "5 tokens at 10.0 tok/s" in timing_line(answered)
 

@@ -215,6 +215,7 @@ def answer_json(answer: Answer) -> dict[str, Any]:
 _BEFORE_THE_MODEL = {
     "no_passages": "nothing retrieved; the model was not asked",
     "coverage": "none of the question's words occur in the passages; the model was not asked",
+    "unknown_names": "the documents never mention what the question names; the model was not asked",
     "off_topic": "no passage is close to the question; the model was not asked",
 }
 
