@@ -45,6 +45,9 @@ class Settings:
     # drop other documents' passages when the question names what only one document holds
     # (retrieval/routing.py): cleaner passages and citations, answers unchanged on qa dev
     route_documents: bool = True
+    # after ingest, the model summarises each section of a play or screenplay (minutes per
+    # script, once; ingest/summaries.py): story questions are answered from the summaries
+    summarise_scripts: bool = True
     # extraction
     pdf_timeout_s: float = 60.0
     extractor: str = "pypdf"  # first extractor: pypdf | pdfium (the other is the fallback)
@@ -63,6 +66,8 @@ class Settings:
     explain_sentences: int = 8  # the same for describe / explain / why / how questions
     script_speeches: int = 8  # a play's or screenplay's best speeches, speakers named
     script_neighbours: int = 0  # and this many speeches before each of them
+    # and the summaries of this many of its sections (made at ingest: summarise_scripts)
+    story_sections: int = 3
     min_coverage: float | None = None
     max_unknown_names: float | None = None
     min_dense_top: float | None = None

@@ -106,6 +106,8 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
     overrides = {f: getattr(args, f, None) for f in fields}
     if getattr(args, "no_fallback", False):
         overrides["fallback_extractor"] = False
+    if getattr(args, "no_summaries", False):
+        overrides["summarise_scripts"] = False
     settings = load_settings(overrides, env)
     _warnings_to_stderr()
     from ragchat.hub import configure_hub

@@ -100,6 +100,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="don't retry with PDFium when pypdf fails or finds no text",
     )
+    p.add_argument(
+        "--no-summaries",
+        action="store_true",
+        help="don't have the model summarise each section of a play or screenplay after "
+        "ingesting it (minutes per script, once; story questions are answered from these "
+        "summaries; RAGCHAT_SUMMARISE_SCRIPTS=0)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON report on stdout")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     add_common_options(p)
@@ -219,7 +226,67 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             progress=bars,
         ),
     )
-    return ingest_exit_code(report)
+    status = ingest_exit_code(report)
+    if settings.summarise_scripts:
+        summarise_scripts(index_path(args, settings), settings, quiet=args.quiet)
+    return status
+
+
+def summarise_scripts(path: Path, settings: Settings, *, quiet: bool = False) -> int:
+    """Have the model summarise the sections of the index's scripts that have no summary
+    yet (ingest/summaries.py), with a progress bar; returns how many it made. Ctrl-C stops
+    it, keeping every summary made: the next ingest goes on from there."""
+    from ragchat.cli.answer_commands import load_model
+    from ragchat.index.store import IndexStore, writing
+    from ragchat.ingest.summaries import pending, summarise
+
+    try:
+        store = IndexStore.open(path)
+    except RagchatError:
+        return 0  # nothing was indexed (the report said why)
+    with store:
+        work = pending(store)
+        if not work:
+            return 0
+        total = sum(len(item.sections) for item in work)
+        names = ", ".join(item.source.name for item in work)
+        print(
+            f"summarising {plural(total, 'section')} of {names} with {settings.model}, once "
+            "(story questions are answered from them; Ctrl-C stops and keeps what is done, "
+            "--no-summaries skips this)",
+            file=sys.stderr,
+        )
+        try:
+            generator = load_model(settings, quiet=quiet)
+        except RagchatError as exc:
+            print(f"note: no summaries made, the model did not load: {exc}", file=sys.stderr)
+            return 0
+        bar: Any = None
+        if not quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="section", desc="summarising", file=sys.stderr)
+        made = 0
+        try:
+            with writing(store):
+                made = summarise(
+                    store,
+                    work,
+                    generator,
+                    on_section=lambda item, section: bar.update(1) if bar is not None else None,
+                )
+        except KeyboardInterrupt:
+            made = total - sum(len(item.sections) for item in pending(store))
+            print(
+                f"\nstopped: {made} of {total} sections summarised and kept; `ragchat ingest` "
+                "again goes on from there",
+                file=sys.stderr,
+            )
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return made
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -301,6 +368,9 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         f"contents   {plural(len(info['sources']), 'file')}, {plural(info['pages'], 'page')}, "
         f"{plural(info['chunks'], 'chunk')}, {human_bytes(info['bytes'])} on disk"
     )
+    if info["summaries"]:
+        n = info["summaries"]
+        print(f"story map  {n} summar{'y' if n == 1 else 'ies'} of script sections")
     for warning in info["warnings"]:
         print(f"warning    {warning}")
     for s in info["sources"]:

@@ -4,7 +4,8 @@ BM25 index derived from them, and a JSON manifest.
 Layout of `indexes/NAME/`:
 
     manifest.json    embedder id and dimension, chunking settings, format version, sources
-    chunks.sqlite    sources, pages, chunks (text + float32 vector), embedder state
+    chunks.sqlite    sources, pages, chunks (text + float32 vector), embedder state,
+                     summaries of a script's sections (ingest/summaries.py)
     vectors.faiss    IndexIDMap2(IndexFlatIP) over the normalised vectors, ids = chunk ids
     lexical/         BM25 over the chunk texts
     .lock            held (flock) by the one process writing
@@ -128,6 +129,14 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks (source_id);
 CREATE TABLE IF NOT EXISTS embedder_state (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS summaries (
+    source_id INTEGER NOT NULL REFERENCES sources (id) ON DELETE CASCADE,
+    page_start INTEGER NOT NULL,
+    page_end INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (source_id, page_start)
+);
 """
 
 
@@ -143,6 +152,19 @@ class IndexConfig:
     # what computed the vectors (torch | onnx | onnx-int8); manifests from before it was
     # recorded were all made by torch. See retrieval/onnxembed.vector_family.
     embedder_runtime: str = "torch"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A model's summary of pages page_start..page_end of a document (a script's section)."""
+
+    source_id: int
+    doc: str  # file name
+    path: str
+    page_start: int
+    page_end: int
+    model: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -455,6 +477,27 @@ class IndexStore:
             "SELECT text FROM chunks WHERE source_id = ? ORDER BY id", (source_id,)
         ).fetchall()
         return [r[0] for r in rows]
+
+    def summaries(self) -> list[Summary]:
+        """Every section summary (ingest/summaries.py), by document and first page."""
+        rows = self._db.execute(
+            "SELECT m.source_id, s.name, s.path, m.page_start, m.page_end, m.model, m.text"
+            " FROM summaries m JOIN sources s ON s.id = m.source_id"
+            " ORDER BY m.source_id, m.page_start"
+        ).fetchall()
+        return [Summary(*row) for row in rows]
+
+    def add_summary(
+        self, source_id: int, page_start: int, page_end: int, model: str, text: str
+    ) -> None:
+        """Record (or replace) the summary of pages page_start..page_end of a document, in
+        a transaction of its own: an interrupted summarising run keeps what it made. The
+        generation stays: summaries are not in the vector or BM25 index."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?)",
+                (source_id, page_start, page_end, model, text),
+            )
 
     def iter_chunk_texts(self) -> tuple[list[int], list[str]]:
         rows = self._db.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
@@ -1316,6 +1359,7 @@ def describe(store: IndexStore) -> dict[str, Any]:
         "sources": [_source_json(s) for s in sources],
         "pages": sum(s.page_count for s in sources),
         "chunks": sum(s.chunks for s in sources),
+        "summaries": len(store.summaries()),
         "bytes": store.disk_bytes(),
         "latin_share": round(share, 3),
         "warnings": warnings,

@@ -419,6 +419,13 @@ def rebuild(
                 outcome = _commit(new, embedder, item, settings, progress)
                 report.files.append(outcome)
                 progress(IngestProgress("file", outcome.path, outcome=outcome))
+            # The pages are the same, so a script's section summaries still hold.
+            new_ids = {src.path: src.id for src in new.sources()}
+            for kept in old.summaries():
+                if kept.path in new_ids:
+                    new.add_summary(
+                        new_ids[kept.path], kept.page_start, kept.page_end, kept.model, kept.text
+                    )
         new.close()
         # Swap: the old folder moves aside only once the new one is complete.
         aside = index_path.with_name(f".{index_path.name}.old")
