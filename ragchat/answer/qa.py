@@ -38,11 +38,14 @@ from ragchat.answer.prompts import (
     clean_answer,
     copied_example,
     example_texts,
+    format_passage,
     question_kind,
     sentence_cut,
     verify_prompt,
 )
+from ragchat.answer.story import story_passages
 from ragchat.ingest.script import is_script
+from ragchat.ingest.summaries import script_document
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
@@ -69,6 +72,9 @@ class AnswerPolicy:
     # the exchange around the answer, not three lines of it).
     script_speeches: int = 8
     script_neighbours: int = 0
+    # ... with the summaries of this many of the script's sections (ingest/summaries.py,
+    # where the index has them) before the speeches, on top of `max_prompt_tokens`.
+    story_sections: int = 3
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     # Run the yes/no verification pass (1–2 s) and record its margin in signals["verify"];
     # None: only while the verify threshold can decide.
@@ -84,6 +90,7 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
         explain_sentences=settings.explain_sentences,
         script_speeches=settings.script_speeches,
         script_neighbours=settings.script_neighbours,
+        story_sections=settings.story_sections,
         thresholds=thresholds_for(
             getattr(generator, "preset", None),
             min_coverage=settings.min_coverage,
@@ -198,6 +205,17 @@ def answer(
             script=script,
             neighbours=policy.script_neighbours if script else 0,
         )
+    if script and store is not None and embedder is not None and policy.story_sections > 0:
+        # What happens in the sections of the story that match the question best: the
+        # summaries come first, and on top of the budget, so the speeches keep their room.
+        story = story_passages(
+            query, store, embedder, _sources(store, retrieved), policy.story_sections
+        )
+        signals["story"] = float(len(story))
+        if story:
+            room = sum(generator.count_tokens(format_passage(1, p)) + 2 for p in story)
+            budget = min(generator.context_window - max_new_tokens - 16, budget + room)
+            given = [*story, *given]
     prompt = build_rag_prompt(
         query,
         given,
@@ -323,6 +341,12 @@ def answer(
     )
 
 
+def _sources(store: IndexStore, passages: Sequence[Passage]) -> list[int]:
+    """The source ids of `passages`' documents, best passage's first."""
+    ids = np.fromiter((p.chunk_id for p in passages), dtype=np.int64, count=len(passages))
+    return list(dict.fromkeys(store.chunk_sources(ids).tolist()))
+
+
 def _reads_as_script(retriever: Retriever, passages: Sequence[Passage]) -> list[bool]:
     """For each passage: laid out as a script itself, or from a document most of whose
     chunks are (`script_document`)."""
@@ -334,19 +358,6 @@ def _reads_as_script(retriever: Retriever, passages: Sequence[Passage]) -> list[
     sources = store.chunk_sources(ids).tolist()
     pairs = zip(looks, sources, strict=True)
     return [look or script_document(store, source) for look, source in pairs]
-
-
-_SCRIPT_DOCUMENTS: dict[tuple[str, int, int], bool] = {}
-
-
-def script_document(store: IndexStore, source_id: int) -> bool:
-    """Whether at least half the chunks of a document are laid out as a script (cached
-    per index generation: a few microseconds a chunk, once)."""
-    key = (str(store.path), store.generation, source_id)
-    if key not in _SCRIPT_DOCUMENTS:
-        texts = store.source_texts(source_id)
-        _SCRIPT_DOCUMENTS[key] = bool(texts) and 2 * sum(map(is_script, texts)) >= len(texts)
-    return _SCRIPT_DOCUMENTS[key]
 
 
 def verify(question: str, proposed: str, passage: str, generator: Generator) -> float | None:

@@ -29,6 +29,7 @@ from prompt_toolkit.styles import Style
 
 from ragchat.answer.citations import source_label
 from ragchat.answer.prompts import Turn
+from ragchat.answer.story import is_summary
 from ragchat.cli.common import silence_library_bars
 from ragchat.cli.render import before_the_model
 from ragchat.config import Settings
@@ -561,7 +562,9 @@ class ChatConsole:
             self._note("no answer yet: ask a question first")
             return
         last = self.answers[-1]
-        shown = last.retrieved or last.passages
+        # The summaries of a script's sections the model read (answer/story.py), first.
+        story = [p for p in last.passages if is_summary(p)]
+        shown = [*story, *(last.retrieved or [p for p in last.passages if not is_summary(p)])]
         if not shown:
             self._note("the last answer had no passages (the index found nothing)")
             return
@@ -577,6 +580,7 @@ class ChatConsole:
             extra = "" if p.chunk_id in given else "  (not given to the model: less relevant)"
             self._print(
                 ("class:prompt", f"{rank}. {source_label(p.doc, p.page, p.page_end)}"),
+                ("class:note", "  summary" if is_summary(p) else ""),
                 ("class:note", f"  score {p.score:.3f}{extra}"),
                 mark,
             )
