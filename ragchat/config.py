@@ -46,7 +46,7 @@ class Settings:
     # (retrieval/routing.py): cleaner passages and citations, answers unchanged on qa dev
     route_documents: bool = True
     # after ingest, the model summarises each section of a play or screenplay (minutes per
-    # script, once; ingest/summaries.py): story questions are answered from the summaries
+    # script, once; answer/summaries.py): story questions are answered from the summaries
     summarise_scripts: bool = True
     # extraction
     pdf_timeout_s: float = 60.0

@@ -1,5 +1,5 @@
 """A script's story map: sections summarised after ingest, kept in the index, and given to
-the reader beside the speeches (ingest/summaries.py, answer/story.py)."""
+the reader beside the speeches (answer/summaries.py, answer/story.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 
 from ragchat.answer.qa import AnswerPolicy, answer
 from ragchat.answer.story import is_summary, story_passages
+from ragchat.answer.summaries import clean_summary, pending, sections, summarise
 from ragchat.config import Settings
 from ragchat.index.store import IndexStore
 from ragchat.ingest.pipeline import ingest
-from ragchat.ingest.summaries import clean_summary, pending, sections, summarise
 from ragchat.records import Page
 from ragchat.retrieval.retriever import open_retriever
 from tests.scripted import ScriptedGenerator
@@ -62,6 +62,9 @@ def test_a_summary_loses_its_lead_in_markup_and_a_sentence_cut_off() -> None:
     )
     assert clean_summary(listed) == (
         "The two sisters quarrel. Mary hides the letter - again. Anne finds it."
+    )
+    assert clean_summary("They meet. Here is a summary of the events: Tom: leaves.") == (
+        "They meet. Tom: leaves."
     )
 
 

@@ -44,8 +44,8 @@ from ragchat.answer.prompts import (
     verify_prompt,
 )
 from ragchat.answer.story import story_passages
+from ragchat.answer.summaries import script_document
 from ragchat.ingest.script import is_script
-from ragchat.ingest.summaries import script_document
 from ragchat.records import Passage
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class AnswerPolicy:
     # the exchange around the answer, not three lines of it).
     script_speeches: int = 8
     script_neighbours: int = 0
-    # ... with the summaries of this many of the script's sections (ingest/summaries.py,
+    # ... with the summaries of this many of the script's sections (answer/summaries.py,
     # where the index has them) before the speeches, on top of `max_prompt_tokens`.
     story_sections: int = 3
     thresholds: Thresholds = DEFAULT_THRESHOLDS

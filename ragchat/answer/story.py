@@ -1,4 +1,4 @@
-"""The summaries of a script's sections (ingest/summaries.py) that match a question best,
+"""The summaries of a script's sections (answer/summaries.py) that match a question best,
 as passages the reader is given before the script's speeches."""
 
 from __future__ import annotations

@@ -234,11 +234,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def summarise_scripts(path: Path, settings: Settings, *, quiet: bool = False) -> int:
     """Have the model summarise the sections of the index's scripts that have no summary
-    yet (ingest/summaries.py), with a progress bar; returns how many it made. Ctrl-C stops
+    yet (answer/summaries.py), with a progress bar; returns how many it made. Ctrl-C stops
     it, keeping every summary made: the next ingest goes on from there."""
+    from ragchat.answer.summaries import pending, summarise
     from ragchat.cli.answer_commands import load_model
     from ragchat.index.store import IndexStore, writing
-    from ragchat.ingest.summaries import pending, summarise
 
     try:
         store = IndexStore.open(path)

@@ -5,7 +5,7 @@ Layout of `indexes/NAME/`:
 
     manifest.json    embedder id and dimension, chunking settings, format version, sources
     chunks.sqlite    sources, pages, chunks (text + float32 vector), embedder state,
-                     summaries of a script's sections (ingest/summaries.py)
+                     summaries of a script's sections (answer/summaries.py)
     vectors.faiss    IndexIDMap2(IndexFlatIP) over the normalised vectors, ids = chunk ids
     lexical/         BM25 over the chunk texts
     .lock            held (flock) by the one process writing
@@ -479,7 +479,7 @@ class IndexStore:
         return [r[0] for r in rows]
 
     def summaries(self) -> list[Summary]:
-        """Every section summary (ingest/summaries.py), by document and first page."""
+        """Every section summary (answer/summaries.py), by document and first page."""
         rows = self._db.execute(
             "SELECT m.source_id, s.name, s.path, m.page_start, m.page_end, m.model, m.text"
             " FROM summaries m JOIN sources s ON s.id = m.source_id"

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ragchat.answer.prompts import sentence_cut
 from ragchat.generation.formats import Message
 from ragchat.ingest.script import is_script
 from ragchat.records import Page
@@ -79,7 +80,9 @@ def summary_prompt(section: Section, generator: Generator) -> str:
     return generator.format_prompt([Message("user", message)])
 
 
-_LEAD_IN = re.compile(r"\s(?:here(?:'s| is) )?(?:a )?summary of what happens\s*:", re.I)
+_LEAD_IN = re.compile(
+    r"\s(?:here(?:'s| is) )?(?:a )?summary of (?:what happens|the events)\s*:", re.I
+)
 _LIST_MARK = re.compile(r"^(?:\d{1,2}[.)]|[-*•])\s+")
 _INLINE_NUMBER = re.compile(r"(?<=[.:!?])\s+\d{1,2}[.)]\s+")
 
@@ -88,8 +91,6 @@ def clean_summary(raw: str) -> str:
     """The summary on one line, without a lead-in ("In this part of the play, ", "Here is
     a summary of what happens:"), list marks ("1.", "-") nor a sentence cut off by the
     token limit, at most SUMMARY_SENTENCES sentences."""
-    from ragchat.answer.prompts import sentence_cut
-
     lines = (_LIST_MARK.sub("", line.strip()) for line in raw.replace("**", "").splitlines())
     text = _INLINE_NUMBER.sub(" ", _LEAD_IN.sub(" ", " " + " ".join(lines)))
     text = " ".join(text.split())
