@@ -4,11 +4,11 @@ the language model once, after ingest, and kept in the index (`IndexStore.summar
 Questions about a story ("Who saves Christy from being hanged?") were written from plot
 summaries, and eight speeches of a 90-page play rarely hold their answer: what happens is
 spread over scenes. Beside the best speeches the reader is given the summaries of the
-sections that match the question best (answer/story.py). On the 29 plays-public questions
-about *The Playboy of the Western World* this doubled ROUGE-L (0.15 -> 0.26, docs/answering.md).
+sections that match the question best (answer/story.py). On the 57 plays-public questions
+this took ROUGE-L from 0.136 to 0.180 (docs/answering.md, "A script's story map").
 
-The price is paid at ingest: the model reads the whole script once, about 25 s per section
-of SECTION_WORDS words with the default model on two cores (8-9 minutes for a 90-page play).
+The price is paid at ingest: the model reads the whole script once, about 27 s per section
+of SECTION_WORDS words with the default model on two cores (9-10 minutes for a 90-page play).
 Only documents that read as scripts are summarised; `summarise_scripts = false` (or
 `ragchat ingest --no-summaries`) skips it, and an interrupted run keeps every summary made,
 so the next ingest goes on where it stopped.
