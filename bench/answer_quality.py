@@ -184,7 +184,7 @@ def _read(path: Path) -> list[dict]:
 
 def _thresholds(settings):
     """Every threshold a live run with `settings` uses (the index's embedder is taken to be
-    `settings.embedder`, whose dense bar applies)."""
+    `settings.embedder`, whose cosine bars apply)."""
     from ragchat.answer.abstention import for_embedder
     from ragchat.answer.qa import policy_for
     from ragchat.weights import preset_for

@@ -70,8 +70,10 @@ class Settings:
     story_sections: int = 3
     min_coverage: float | None = None
     max_unknown_names: float | None = None
-    min_dense_top: float | None = None
+    min_sentence_top: float | None = None  # off-topic over prose: with min_passage_coverage
     min_passage_coverage: float | None = None
+    min_dense_top: float | None = None  # off-topic over a script: with the bar below
+    min_script_passage_coverage: float | None = None
     no_answer_threshold: float | None = None
     verify_threshold: float | None = None
     min_answer_coverage: float | None = None

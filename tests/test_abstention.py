@@ -35,8 +35,10 @@ BARS = Thresholds(
     max_unknown_names=0.2,
     no_answer=-1.0,
     verify=-0.5,
+    min_sentence_top=0.42,
+    min_passage_coverage=0.6,
     min_dense_top=0.3,
-    min_passage_coverage=0.5,
+    min_script_passage_coverage=0.5,
     min_answer_coverage=0.1,
 )
 
@@ -50,10 +52,23 @@ BARS = Thresholds(
         # a name the index holds nowhere carries a fifth of the question or more
         ({"passages": 3, "coverage": 0.4, "unknown_names": 0.2}, "unknown_names"),
         ({"passages": 3, "coverage": 0.4, "unknown_names": 0.16}, "answered"),
-        ({"coverage": 0.2, "dense_top": 0.25, "passage_coverage": 0.3}, "off_topic"),
+        # over prose: no sentence close to the question, and little of it in any passage
+        ({"coverage": 0.2, "sentence_top": 0.35, "passage_coverage": 0.5}, "off_topic"),
         # far by cosine but naming what the question names: not off-topic
-        ({"coverage": 0.6, "dense_top": 0.25, "passage_coverage": 0.7}, "answered"),
-        ({"coverage": 0.2, "dense_top": 0.45, "passage_coverage": 0.3}, "answered"),
+        ({"coverage": 0.6, "sentence_top": 0.35, "passage_coverage": 0.8}, "answered"),
+        ({"coverage": 0.2, "sentence_top": 0.45, "passage_coverage": 0.3}, "answered"),
+        # the whole chunk's cosine is a script's evidence, not prose's
+        (
+            {"coverage": 0.2, "dense_top": 0.25, "sentence_top": 0.5, "passage_coverage": 0.3},
+            "answered",
+        ),
+        # a script's lines are far from a question put in a plot summary's words: its bars
+        # are lower
+        ({"coverage": 0.2, "dense_top": 0.25, "passage_coverage": 0.3, "script": 1.0}, "off_topic"),
+        (
+            {"dense_top": 0.35, "sentence_top": 0.3, "passage_coverage": 0.4, "script": 1.0},
+            "answered",
+        ),
         ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
         (
@@ -87,12 +102,17 @@ def test_a_rule_that_is_off_never_fires() -> None:
     assert decide(signals, Thresholds(nan, nan, nan)).rule == "answered"
 
 
-def test_the_dense_bar_is_the_embedders() -> None:
-    from ragchat.answer.abstention import DENSE_BARS, for_embedder
+def test_the_cosine_bars_are_the_embedders() -> None:
+    from ragchat.answer.abstention import EMBEDDER_BARS, for_embedder
 
-    assert for_embedder(DEFAULT_THRESHOLDS, "minilm").min_dense_top == DENSE_BARS["minilm"]
-    assert for_embedder(DEFAULT_THRESHOLDS, "lm:/some/model").min_dense_top is None
-    assert for_embedder(Thresholds(min_dense_top=0.1), "minilm").min_dense_top == 0.1
+    minilm = for_embedder(DEFAULT_THRESHOLDS, "minilm")
+    assert minilm.min_sentence_top == EMBEDDER_BARS["minilm"]["min_sentence_top"]
+    assert minilm.min_dense_top == EMBEDDER_BARS["minilm"]["min_dense_top"]
+    other = for_embedder(DEFAULT_THRESHOLDS, "lm:/some/model")
+    assert other.min_sentence_top is None and other.min_dense_top is None
+    given = for_embedder(Thresholds(min_sentence_top=0.1), "minilm")
+    assert given.min_sentence_top == 0.1
+    assert given.min_dense_top == EMBEDDER_BARS["minilm"]["min_dense_top"]
 
 
 def test_thresholds_are_keyed_on_the_preset_and_settings_override_them() -> None:
@@ -145,6 +165,26 @@ def test_off_topic_question_abstains_before_the_model(retriever) -> None:
     assert result.signals["coverage"] == 0.0
     assert generator.prompts == []  # the model never ran
     assert "".join(shown) == ABSTAIN and result.text == ABSTAIN
+
+
+def test_a_question_no_sentence_is_close_to_abstains_before_the_model(retriever) -> None:
+    """Over prose, the off-topic rule reads the closest sentence's cosine: a short question
+    far from every whole chunk is kept when a sentence answers it; one about lighthouses in
+    general, which the sample never discusses, is refused before the model runs."""
+    generator = ScriptedGenerator("18 nautical miles [1]", answer_logprob=-0.1)
+    kept = answer("How far away could the light be seen?", retriever, generator)
+    assert kept.signals["dense_top"] < 0.40 < kept.signals["sentence_top"]
+    assert not kept.abstained and generator.prompts
+    # "about" says how it is asked: all of what it asks for, the lens, is in the sample
+    lens = answer(
+        "Tell me about the lens.", retriever, ScriptedGenerator("It was made in Paris [1].")
+    )
+    assert lens.signals["passage_coverage"] == 1.0 and not lens.abstained
+    unread = ScriptedGenerator("paraffin [1]")
+    refused = answer("What fuel do modern lighthouses use?", retriever, unread)
+    assert refused.abstained and refused.decided_by == "off_topic"
+    assert refused.signals["sentence_top"] < 0.42 and refused.signals["passage_coverage"] < 0.6
+    assert unread.prompts == []
 
 
 def test_an_uncited_lookup_cites_the_passage_it_was_read_from(retriever) -> None:

@@ -180,13 +180,20 @@ class Thresholds:
     # (bench/offtopic.py, docs/answering.md).
     max_unknown_names: float | None = 0.2
     # Off-topic, from retrieval alone (calibrated with bench/offtopic.py, docs/answering.md):
-    # abstain when the best passage is both far from the question (cosine below
-    # `min_dense_top`, a bar of the embedder's, DENSE_BARS) and holds less than
-    # `min_passage_coverage` of the question's content terms (idf-weighted). Both must be
-    # weak: questions about a play, asked in the words of its plot summary, are often far
-    # from the script's lines by cosine but name its characters.
+    # abstain when the passages are both far from the question by the embedder's cosine (a
+    # bar of the embedder's, EMBEDDER_BARS) and hold too little of the question's content
+    # terms (idf-weighted `passage_coverage`). Both must be weak. Over prose the cosine is
+    # that of the closest sentence (`sentence_top`, below `min_sentence_top`) and the terms
+    # bar `min_passage_coverage`: a short question ("How far away could the light be
+    # seen?") is far from a whole 160-token chunk (0.37) but close to the sentence that
+    # answers it (0.67). Over a script's passages (signal `script`) the cosine is the best
+    # chunk's (`dense_top`, below `min_dense_top`) and the terms bar
+    # `min_script_passage_coverage`: a question put in the words of a plot summary is far
+    # from the script's lines even when it names its characters, so its bars are lower.
+    min_sentence_top: float | None = None
+    min_passage_coverage: float | None = 0.6
     min_dense_top: float | None = None
-    min_passage_coverage: float | None = 0.5
+    min_script_passage_coverage: float | None = 0.5
     # Abstain when the no-answer score (`answer_signals`: mean log-prob of the ABSTAIN
     # sentence minus that of the model's own answer) exceeds this. The score's scale differs
     # between models, so each preset is calibrated on its own (PRESET_THRESHOLDS).
@@ -226,9 +233,16 @@ PRESET_THRESHOLDS: dict[str, Thresholds] = {
 }
 # Models no one calibrated (smollm2, a folder, a hub id) get qwen0.5b's bar.
 DEFAULT_THRESHOLDS = PRESET_THRESHOLDS["qwen0.5b"]
-# A cosine is on its embedder's own scale: the off-topic bar on `dense_top` per embedder id
-# (as the index manifest records it). Another embedder gets no dense bar.
-DENSE_BARS: dict[str, float] = {"minilm": 0.30}
+# A cosine is on its embedder's own scale: the off-topic rule's cosine bars per embedder id
+# (as the index manifest records it). Another embedder gets none, and the rule stays off.
+# MiniLM's, on the public sets (bench/offtopic.py, docs/answering.md): over prose, a closest
+# sentence below 0.42 with under 0.6 of the question's terms refused 1 of 320 on-topic
+# qa-public and ja-public questions and caught 80 % of the dev half of qa-public's questions
+# on articles left out of the index (the chunk-level rule before it: 50 %); over a script,
+# the best chunk below 0.30 with under 0.5 of the terms refused 1 of 57 plays-public ones.
+EMBEDDER_BARS: dict[str, dict[str, float]] = {
+    "minilm": {"min_sentence_top": 0.42, "min_dense_top": 0.30},
+}
 
 
 def thresholds_for(
@@ -238,12 +252,14 @@ def thresholds_for(
     max_unknown_names: float | None = None,
     no_answer: float | None = None,
     verify: float | None = None,
-    min_dense_top: float | None = None,
+    min_sentence_top: float | None = None,
     min_passage_coverage: float | None = None,
+    min_dense_top: float | None = None,
+    min_script_passage_coverage: float | None = None,
     min_answer_coverage: float | None = None,
 ) -> Thresholds:
     """The preset's calibrated thresholds (DEFAULT_THRESHOLDS for a model no preset names),
-    with any value given here (a setting) in place of the preset's. The dense bar is
+    with any value given here (a setting) in place of the preset's. The cosine bars are
     filled in per embedder by `for_embedder`."""
     base = PRESET_THRESHOLDS.get(preset or "", DEFAULT_THRESHOLDS)
     given = {
@@ -251,18 +267,20 @@ def thresholds_for(
         "max_unknown_names": max_unknown_names,
         "no_answer": no_answer,
         "verify": verify,
-        "min_dense_top": min_dense_top,
+        "min_sentence_top": min_sentence_top,
         "min_passage_coverage": min_passage_coverage,
+        "min_dense_top": min_dense_top,
+        "min_script_passage_coverage": min_script_passage_coverage,
         "min_answer_coverage": min_answer_coverage,
     }
     return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
 def for_embedder(thresholds: Thresholds, embedder: str | None) -> Thresholds:
-    """`thresholds` with the dense bar of `embedder` (DENSE_BARS), unless one was set."""
-    if thresholds.min_dense_top is not None or embedder not in DENSE_BARS:
-        return thresholds
-    return dataclasses.replace(thresholds, min_dense_top=DENSE_BARS[embedder])
+    """`thresholds` with the cosine bars of `embedder` (EMBEDDER_BARS) where none was set."""
+    bars = EMBEDDER_BARS.get(embedder or "", {})
+    unset = {name: bar for name, bar in bars.items() if getattr(thresholds, name) is None}
+    return dataclasses.replace(thresholds, **unset)
 
 
 @dataclass(frozen=True)
@@ -290,11 +308,12 @@ RULES = (
 def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     """The abstention verdict over the signals known so far; a signal not (yet) there
     decides nothing, so the same function runs before the model (retrieval signals only:
-    `passages`, `coverage`, `unknown_names`, `dense_top`, `passage_coverage`) and after it
-    (`model_abstained`: 1.0 when the model's answer is empty or says the documents don't
-    hold it; `copied_example`: 1.0 when a lookup's answer comes from the prompt's worked
-    example, not the passages; `verify`; `answer_coverage` and `no_answer`, not for
-    `explain` or `script` answers nor for a question in a non-Latin script, `latin` < 0.5).
+    `passages`, `coverage`, `unknown_names`, `dense_top`, `passage_coverage`, `script`,
+    `sentence_top`) and after it (`model_abstained`: 1.0 when the model's answer is empty
+    or says the documents don't hold it; `copied_example`: 1.0 when a lookup's answer
+    comes from the prompt's worked example, not the passages; `verify`; `answer_coverage`
+    and `no_answer`, not for `explain` or `script` answers nor for a question in a
+    non-Latin script, `latin` < 0.5).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -304,9 +323,13 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
         return Decision(True, "coverage")
     if _at_least(signals.get("unknown_names"), thresholds.max_unknown_names):
         return Decision(True, "unknown_names")
-    if _below(signals.get("dense_top"), thresholds.min_dense_top) and _below(
-        signals.get("passage_coverage"), thresholds.min_passage_coverage
-    ):
+    if signals.get("script"):
+        cosine = _below(signals.get("dense_top"), thresholds.min_dense_top)
+        terms = _below(signals.get("passage_coverage"), thresholds.min_script_passage_coverage)
+    else:
+        cosine = _below(signals.get("sentence_top"), thresholds.min_sentence_top)
+        terms = _below(signals.get("passage_coverage"), thresholds.min_passage_coverage)
+    if cosine and terms:
         return Decision(True, "off_topic")
     if signals.get("model_abstained", 0.0) > 0:
         return Decision(True, "model")
@@ -330,6 +353,15 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     ):
         return Decision(True, "no_answer")
     return Decision(False, "answered")
+
+
+def needs_sentence_top(signals: Mapping[str, float], thresholds: Thresholds) -> bool:
+    """Whether the off-topic rule could still fire on `sentence_top` (prose whose passages
+    hold too little of the question): else the closest sentence's cosine decides nothing,
+    and the embedding it takes need not be paid for."""
+    return not signals.get("script") and _below(
+        signals.get("passage_coverage"), thresholds.min_passage_coverage
+    )
 
 
 def _at_most(value: float | None, bar: float | None) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +71,53 @@ def passage_units(text: str, script: bool | None = None) -> list[str]:
     return split_sentences(text)
 
 
+@dataclass(frozen=True)
+class Ranking:
+    """The units (sentences, or a script's speeches) of some passages scored against a
+    question: `units` as (passage index, text), `score` per unit (-inf: not embedded),
+    `top` the best cosine of an embedded unit to the question (how close the closest
+    sentence is: the prose off-topic rule's signal, `sentence_top`)."""
+
+    units: list[tuple[int, str]]
+    score: np.ndarray
+    top: float
+    script: bool
+
+
+def rank_units(
+    question: str,
+    passages: Sequence[Passage],
+    embedder: Embedder,
+    *,
+    sentences: int = 0,
+    script: bool | None = None,
+) -> Ranking:
+    """Score the units of `passages` against `question`: the embedder's cosine plus the
+    share of the question's words a unit holds, less RANK_PRIOR per passage rank. Only the
+    CANDIDATES best by the lexical part (or 3 x `sentences`, if more) are embedded; a
+    script's speeches are all embedded."""
+    units = [(i, s) for i, p in enumerate(passages) for s in passage_units(p.text, script)]
+    scripted = bool(script or (script is None and any(is_script(p.text) for p in passages)))
+    if not units:
+        return Ranking(units, np.zeros(0), 0.0, scripted)
+    words = set(tokenize(question))
+    overlap = np.array(
+        [len(words & set(tokenize(s))) / len(words) if words else 0.0 for _, s in units]
+    )
+    rank = np.array([i for i, _ in units], dtype=np.float32)
+    lexical = LEXICAL_WEIGHT * overlap - RANK_PRIOR * rank
+    # Only the best candidates by the cheap part of the score are embedded (the embedding
+    # is most of a lookup's time outside the model).
+    candidates = np.arange(len(units))
+    if not scripted:
+        candidates = np.argsort(-lexical, kind="stable")[: max(CANDIDATES, 3 * sentences)]
+    query = embedder.embed([question], kind="query")[0]
+    cosine = embedder.embed([units[u][1] for u in candidates], kind="passage") @ query
+    score = np.full(len(units), -np.inf)
+    score[candidates] = cosine + lexical[candidates]
+    return Ranking(units, score, float(cosine.max()), scripted)
+
+
 def focus_passages(
     question: str,
     passages: Sequence[Passage],
@@ -78,32 +126,26 @@ def focus_passages(
     sentences: int,
     script: bool | None = None,
     neighbours: int = 0,
+    ranking: Ranking | None = None,
 ) -> list[Passage]:
     """The passages cut down to the `sentences` best sentences overall (a script's best
     speeches, speakers named), in their original order, gaps marked with " … "; passages
     left without a sentence are dropped, the order of the others is kept. `script`: read
-    every passage as a script (True), none (False), or each as it looks (None)."""
-    units = [(i, s) for i, p in enumerate(passages) for s in passage_units(p.text, script)]
+    every passage as a script (True), none (False), or each as it looks (None). `ranking`:
+    `rank_units` of the same arguments, when the caller has it already."""
+    if ranking is None:
+        units = [(i, s) for i, p in enumerate(passages) for s in passage_units(p.text, script)]
+        scripted = script or (script is None and any(is_script(p.text) for p in passages))
+        if len(units) > sentences:
+            ranking = rank_units(question, passages, embedder, sentences=sentences, script=script)
+    else:
+        units, scripted = ranking.units, ranking.script
     if len(units) <= sentences:
-        if not (script or (script is None and any(is_script(p.text) for p in passages))):
+        if not scripted:
             return list(passages)
         return _picked(passages, units, set(range(len(units))))
-    words = set(tokenize(question))
-    overlap = np.array(
-        [len(words & set(tokenize(s))) / len(words) if words else 0.0 for _, s in units]
-    )
-    rank = np.array([i for i, _ in units], dtype=np.float32)
-    lexical = LEXICAL_WEIGHT * overlap - RANK_PRIOR * rank
-    # Only the best candidates by the cheap part of the score are embedded (the embedding
-    # is most of a lookup's time outside the model); a script's speeches are all embedded.
-    candidates = np.arange(len(units))
-    if not (script or (script is None and any(is_script(p.text) for p in passages))):
-        candidates = np.argsort(-lexical, kind="stable")[: max(CANDIDATES, 3 * sentences)]
-    query = embedder.embed([question], kind="query")[0]
-    score = np.full(len(units), -np.inf)
-    texts = [units[u][1] for u in candidates]
-    score[candidates] = embedder.embed(texts, kind="passage") @ query + lexical[candidates]
-    keep = set(np.argsort(-score, kind="stable")[:sentences].tolist())
+    assert ranking is not None
+    keep = set(np.argsort(-ranking.score, kind="stable")[:sentences].tolist())
     # The units just before each kept one, in the same passage: a speech with its cue.
     for u in sorted(keep):
         for back in range(1, neighbours + 1):

@@ -23,11 +23,12 @@ from ragchat.answer.abstention import (
     for_embedder,
     is_abstention,
     latin_share,
+    needs_sentence_top,
     thresholds_for,
     verify_margin,
 )
 from ragchat.answer.citations import Citation, CitationStream, render_citations, strip_citations
-from ragchat.answer.focus import focus_passages
+from ragchat.answer.focus import focus_passages, rank_units
 from ragchat.answer.followup import standalone
 from ragchat.answer.prompts import (
     MAX_SENTENCES,
@@ -99,6 +100,8 @@ def policy_for(settings: Settings, generator: Generator | None = None) -> Answer
             verify=settings.verify_threshold,
             min_dense_top=settings.min_dense_top,
             min_passage_coverage=settings.min_passage_coverage,
+            min_sentence_top=settings.min_sentence_top,
+            min_script_passage_coverage=settings.min_script_passage_coverage,
             min_answer_coverage=settings.min_answer_coverage,
         ),
     )
@@ -180,22 +183,34 @@ def answer(
         unknown = lexical.unknown_names(query)
         coverage = coverage_signals(query, retrieved, lexical.idf, respelled, unknown)
         signals.update({name: round(v, 4) for name, v in coverage.items()})
+    # Most of the passages laid out as a play or screenplay, or taken from one: read as
+    # speeches (a play's long prose stage directions are still the play's), and judged
+    # off-topic by a script's bars.
+    script = reads_as_script(retriever, retrieved)
+    signals["script"] = float(script)
     verdict = decide(signals, thresholds)
     if verdict.abstain:
         return _abstain(question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict)
 
     kind = question_kind(query)
-    signals["explain"] = float(kind == "explain")
-    # Most of the passages laid out as a play or screenplay, or taken from one: read as
-    # speeches (a play's long prose stage directions are still the play's).
-    script = 2 * sum(_reads_as_script(retriever, retrieved)) > len(retrieved)
-    signals["script"] = float(script)
-    signals["latin"] = round(latin_share(query), 4)
-    budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
-    given = retrieved
     sentences = policy.explain_sentences if kind == "explain" else policy.focus_sentences
     if script:
         sentences = max(sentences, policy.script_speeches)
+    ranking = None
+    if embedder is not None and retrieved and needs_sentence_top(signals, thresholds):
+        # The sentences scored against the question once: the closest one's cosine is the
+        # prose off-topic rule's evidence, the best few are what the model reads.
+        ranking = rank_units(query, retrieved, embedder, sentences=sentences, script=script)
+        signals["sentence_top"] = round(ranking.top, 4)
+        verdict = decide(signals, thresholds)
+        if verdict.abstain:
+            return _abstain(
+                question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict
+            )
+    signals["explain"] = float(kind == "explain")
+    signals["latin"] = round(latin_share(query), 4)
+    budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
+    given = retrieved
     if sentences and embedder is not None:
         given = focus_passages(
             query,
@@ -204,6 +219,7 @@ def answer(
             sentences=sentences,
             script=script,
             neighbours=policy.script_neighbours if script else 0,
+            ranking=ranking,
         )
     if script and store is not None and embedder is not None and policy.story_sections > 0:
         # What happens in the sections of the story that match the question best: the
@@ -345,6 +361,11 @@ def _sources(store: IndexStore, passages: Sequence[Passage]) -> list[int]:
     """The source ids of `passages`' documents, best passage's first."""
     ids = np.fromiter((p.chunk_id for p in passages), dtype=np.int64, count=len(passages))
     return list(dict.fromkeys(store.chunk_sources(ids).tolist()))
+
+
+def reads_as_script(retriever: Retriever, passages: Sequence[Passage]) -> bool:
+    """Whether most of `passages` read as a script (`_reads_as_script`)."""
+    return 2 * sum(_reads_as_script(retriever, passages)) > len(passages)
 
 
 def _reads_as_script(retriever: Retriever, passages: Sequence[Passage]) -> list[bool]:
