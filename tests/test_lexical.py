@@ -272,3 +272,13 @@ def test_unknown_names_are_the_names_no_chunk_holds() -> None:
     # the first word is capitalised as a sentence's; lower-case words are not names
     assert index.unknown_names("Madagascar: where is it?") == set()
     assert index.unknown_names("how did the pilots reach the rocks") == set()
+
+
+def test_a_questions_content_terms_leave_out_how_it_is_asked() -> None:
+    """Asking words carry no topic: "Tell me about the lens." is about the lens alone, so a
+    passage on the lens covers the whole question."""
+    from ragchat.index.lexical import content_terms
+
+    assert content_terms("Tell me about the lens.") == {"len"}
+    assert content_terms("Give me an overview of the fog signal.") == {"fog", "signal"}
+    assert content_terms("Who built the lighthouse?") == {"lighthous", "built"}

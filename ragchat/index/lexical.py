@@ -235,8 +235,9 @@ def closest_spelling(
 # out of a question's content terms.
 _ASKING = (
     "who whom whose what when where which why how did does do doing done was were has have "
-    "had can could would should may might must describe explain tell give list name he she "
-    "his her him its they them their i you we me my your our us"
+    "had can could would should may might must describe explain tell give list name about "
+    "overview summary summarise summarize he she his her him its they them their i you we "
+    "me my your our us"
 )
 
 
