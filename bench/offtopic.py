@@ -11,6 +11,9 @@ Pairs (index ← questions), all from ../shared/bench:
             (off-topic: SQuAD questions about other articles, the held-out off-topic case)
   plays   ← plays-public questions (on-topic), qa-public questions (off-topic)
   ja      ← ja-public questions (on-topic), qa-public questions (off-topic)
+  sample  ← bench/sample_questions.jsonl over docs/sample/gull-point.pdf: short questions
+            as a user types them (38 the sample answers, 14 it doesn't, some about
+            lighthouses in general), written for stop 27 and used for no other choice
 Indexes are built once under /tmp/ragchat-offtopic (qa-half is the qa index with half its
 sources removed, so no PDF is embedded twice).
 """
@@ -32,7 +35,7 @@ from ragchat.eval.metrics import load_questions  # noqa: E402
 
 BENCH = REPO.parent / "shared" / "bench"
 WORK = Path("/tmp/ragchat-offtopic")
-SIGNALS = ("coverage", "passage_coverage", "dense_top", "agreement")
+SIGNALS = ("coverage", "passage_coverage", "dense_top", "sentence_top", "agreement")
 
 
 def build_indexes(settings, only: set[str]) -> dict[str, Path]:
@@ -43,6 +46,7 @@ def build_indexes(settings, only: set[str]) -> dict[str, Path]:
         ("qa", BENCH / "qa-public" / "docs"),
         ("plays", BENCH / "plays-public" / "docs"),
         ("ja", BENCH / "ja-public" / "docs"),
+        ("sample", REPO / "docs" / "sample" / "gull-point.pdf"),
     ):
         if name not in only and not (name == "qa" and "qa-half" in only):
             continue
@@ -66,7 +70,10 @@ def main() -> int:
     ap.add_argument("--analyse", type=Path, nargs="+", metavar="REPORT")
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument(
-        "--only", nargs="+", metavar="INDEX", help="these indexes only (qa qa-half plays ja)"
+        "--only",
+        nargs="+",
+        metavar="INDEX",
+        help="these indexes only (qa qa-half plays ja sample)",
     )
     args = ap.parse_args()
     if args.analyse:
@@ -74,15 +81,17 @@ def main() -> int:
         analyse(rows)
         for loss in (0.01, 0.02, 0.03):
             joint(rows, loss)
+        shipped(rows)
         return 0
     settings = load_settings({})
     WORK.mkdir(parents=True, exist_ok=True)
-    only = set(args.only or ("qa", "qa-half", "plays", "ja"))
+    only = set(args.only or ("qa", "qa-half", "plays", "ja", "sample"))
     indexes = build_indexes(settings, only)
     qa = load_questions(BENCH / "qa-public" / "questions.jsonl")
     unanswerable = load_questions(BENCH / "qa-public" / "questions_unanswerable.jsonl")
     plays = load_questions(BENCH / "plays-public" / "questions.jsonl")
     ja = load_questions(BENCH / "ja-public" / "questions.jsonl")
+    sample = load_questions(REPO / "bench" / "sample_questions.jsonl")
     kept = {p.name for p in (BENCH / "qa-public" / "docs").glob("*.pdf")}
     kept = set(sorted(kept)[0::2])
     pairs = [
@@ -95,9 +104,13 @@ def main() -> int:
         ("plays", "off", qa),
         ("ja", "on", ja),
         ("ja", "off", qa),
+        ("sample", "on", [q for q in sample if not q.off_topic]),
+        ("sample", "off", [q for q in sample if q.off_topic]),
     ]
     out = open(args.report, "w", encoding="utf-8") if args.report else sys.stdout  # noqa: SIM115
     from ragchat.answer.abstention import coverage_signals
+    from ragchat.answer.focus import rank_units
+    from ragchat.answer.qa import reads_as_script
     from ragchat.retrieval.retriever import open_retriever
 
     for index, kind, questions in pairs:
@@ -110,7 +123,15 @@ def main() -> int:
             respelled = lexical.respellings(q.question)
             unknown = lexical.unknown_names(q.question)
             coverage = coverage_signals(q.question, passages, lexical.idf, respelled, unknown)
-            signals = {**evidence, **coverage}
+            script = reads_as_script(retriever, passages)
+            # as answer() ranks a lookup's sentences (answer/qa.py): the closest one's cosine
+            ranking = rank_units(q.question, passages, retriever.embedder, script=script)
+            signals = {
+                **evidence,
+                **coverage,
+                "script": float(script),
+                "sentence_top": ranking.top,
+            }
             row = {"index": index, "kind": kind, "id": q.id, "question": q.question}
             row["signals"] = {k: round(v, 4) for k, v in signals.items()}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -161,6 +182,22 @@ def joint(rows: list[dict], max_loss: float = 0.02) -> None:
             f"passage_coverage < {c:.4f}: off-topic caught {caught:.3f} {per}, worst "
             f"on-topic loss {loss:.3f}, near-miss {near:.3f}"
         )
+
+
+def shipped(rows: list[dict]) -> None:
+    """What the shipped off-topic rule (abstention.decide with the default model's and
+    MiniLM's bars, retrieval signals only) refuses of each pair: over prose the closest
+    sentence's cosine with the passages' term coverage, over a script the best chunk's."""
+    from ragchat.answer.abstention import decide, for_embedder, thresholds_for
+
+    bars = for_embedder(thresholds_for("qwen1.5b"), "minilm")
+    pairs = sorted({(r["index"], r["kind"]) for r in rows})
+    for index, kind in pairs:
+        sel = [r for r in rows if r["index"] == index and r["kind"] == kind]
+        rules = [decide({"passages": 5.0, **r["signals"]}, bars).rule for r in sel]
+        refused = sum(rule != "answered" for rule in rules)
+        by_rule = {rule: rules.count(rule) for rule in sorted(set(rules)) if rule != "answered"}
+        print(f"shipped rules: {index:8} <- {kind:4} refused {refused:3}/{len(sel)} {by_rule}")
 
 
 def analyse(rows: list[dict]) -> None:
