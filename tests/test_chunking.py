@@ -6,6 +6,7 @@ import itertools
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ragchat.ingest.chunking import PAGE_SEPARATOR, chunk_pages, document_text
@@ -187,6 +188,15 @@ def test_abbreviations_and_initials_are_not_sentence_ends() -> None:
     text = first + " Then Dr. J. Smith met e.g. the crew and more words" + " and words" * 20
     chunks = chunk_pages([Page(1, text)], word_spans, 26, 0)
     assert chunks[0].text == first
+
+
+def test_sentence_ends_skip_single_letters_and_abbreviations() -> None:
+    from ragchat.ingest.chunking import _WHITESPACE, _char_table, _lookup, _sentence_ends
+
+    text = "Brown v. Board was heard. Gen. Lee and J. Smith met Capt. Hale. I won't. Then"
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    ends = _sentence_ends(codes, _lookup(_char_table(_WHITESPACE), codes))
+    assert [text[:e].split()[-1] for e in ends] == ["heard.", "Hale.", "won't."]
 
 
 def test_tokenizer_with_overlapping_offsets() -> None:

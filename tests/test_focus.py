@@ -24,6 +24,14 @@ def test_split_sentences_keeps_abbreviations_and_numbers() -> None:
         "Was it lit?",
         "Yes: by U.S. oil.",
     ]
+    assert split_sentences(
+        "It was Brown v. Board of Education. Capt. Hale ruled. I won't. No."
+    ) == [
+        "It was Brown v. Board of Education.",
+        "Capt. Hale ruled.",
+        "I won't.",
+        "No.",
+    ]
     assert split_sentences("no full stop here") == ["no full stop here"]
     assert split_sentences("灯台は1871年に建てられた。高さは30メートル。") == [
         "灯台は1871年に建てられた。高さは30メートル。"

@@ -255,6 +255,9 @@ def test_prompting_needs_no_torch() -> None:
         ("Henry Cole [1]\nQuestion: who else?", "Henry Cole [1]"),
         ("the U.S. Army [3]", "the U.S. Army [3]"),
         ("Mr. Smith [1]", "Mr. Smith [1]"),
+        # Not sentence ends: a single letter, an abbreviation of the chunker's list.
+        ("Brown v. Board of Education of Topeka [1]", "Brown v. Board of Education of Topeka [1]"),
+        ("Gen. Lee [2]. He surrendered.", "Gen. Lee [2]."),
         ("The Royal College of Art [1]", "The Royal College of Art [1]"),
         ("", ""),
     ],

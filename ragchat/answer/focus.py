@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragchat.index.lexical import tokenize
+from ragchat.ingest.chunking import ABBREVIATIONS
 from ragchat.ingest.script import is_script, speeches
 from ragchat.records import Passage
 
@@ -27,12 +28,24 @@ if TYPE_CHECKING:
     from ragchat.retrieval.embedders import Embedder
 
 
-# A sentence ends at . ! or ? followed by space and something that can start a sentence.
-# Abbreviations (U.S., Dr.) are not sentence ends when the next word is lower-case or the
-# full stop follows a single capital.
-_SENTENCE_END = re.compile(
-    r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No|Ms))(?<!\bMrs)([.!?])\s+(?=[\"“(\[A-Z0-9])"
-)
+def _not_after_abbreviation() -> str:
+    """A regex that matches where the text before is neither a single capital ("U.S.",
+    "J. Smith") nor one of the chunker's ABBREVIATIONS ("Brown v. Board", "Gen. Lee"): one
+    look-behind per word length, since each must be of fixed width."""
+    by_length: dict[int, list[str]] = {}
+    for word in ABBREVIATIONS:
+        by_length.setdefault(len(word), []).append(re.escape(word))
+    return r"(?<!\b[A-Z])" + "".join(
+        rf"(?<!\b(?:{'|'.join(words)}))" for _, words in sorted(by_length.items())
+    )
+
+
+NOT_AFTER_ABBREVIATION = _not_after_abbreviation()
+
+
+# A sentence ends at . ! or ? followed by space and something that can start a sentence,
+# but not after an abbreviation or an initial.
+_SENTENCE_END = re.compile(NOT_AFTER_ABBREVIATION + r"([.!?])\s+(?=[\"“(\[A-Z0-9])")
 
 
 # Score = cosine + LEXICAL_WEIGHT × (share of question words) − RANK_PRIOR × passage rank.

@@ -13,6 +13,7 @@ from typing import Literal
 
 from ragchat.answer.abstention import ABSTAIN
 from ragchat.answer.citations import page_label
+from ragchat.answer.focus import NOT_AFTER_ABBREVIATION
 from ragchat.generation.formats import Message, PromptFormat
 from ragchat.records import Passage
 
@@ -343,9 +344,9 @@ _LEAD_INS = re.compile(
 MAX_SENTENCES = 4
 
 
-_SENTENCE_END = re.compile(
-    r"(?<!\b[A-Z])(?<!\b(?:Mr|Dr|St|Mt|vs|No))\.(\s*\[[^\]]*\])*\s+(?=[A-Z])"
-)
+# A full stop (then any citation markers) before a capitalised word, not after an
+# abbreviation or an initial ("Brown v. Board of Education" is one answer).
+_SENTENCE_END = re.compile(NOT_AFTER_ABBREVIATION + r"\.(\s*\[[^\]]*\])*\s+(?=[A-Z])")
 
 
 def sentence_cut(text: str, n: int) -> int | None:

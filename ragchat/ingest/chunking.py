@@ -75,10 +75,14 @@ _CJK_ENDERS = "。！？．"
 _CJK_CLOSERS = '」』）】"”’'
 
 
-# Words before a full stop that usually does not end a sentence.
-_ABBREVIATIONS = (
-    "e.g", "i.e", "cf", "vs", "al", "Dr", "Mr", "Mrs", "Ms", "Prof", "Fig", "Figs", "Eq",
-    "Eqs", "No", "Nos", "Vol", "pp", "St", "Jr", "Sr", "approx", "ca", "resp",
+# Words before a full stop that usually does not end a sentence, as a single capital does
+# ("J. Smith"); "Brown v. Board" is one name. Not "Inc." or "Co.", which often end one,
+# nor another lower-case letter: "... divisible by n. Then" ends one. The chunker's
+# boundaries and answer/focus.py's sentences both use them.
+ABBREVIATIONS = (
+    "e.g", "i.e", "cf", "v", "vs", "al", "Dr", "Mr", "Mrs", "Ms", "Prof", "Fig", "Figs", "Eq",
+    "Eqs", "No", "Nos", "Vol", "pp", "St", "Mt", "Jr", "Sr", "approx", "ca", "resp",
+    "Gen", "Col", "Lt", "Capt", "Sgt", "Rev", "Gov",
 )  # fmt: skip
 
 
@@ -306,7 +310,7 @@ def _sentence_ends(codes: np.ndarray, is_space: np.ndarray) -> np.ndarray:
     not_end |= digits[0] & line_start[0]
     not_end |= digits[0] & digits[1] & line_start[1]
     not_end |= digits[0] & digits[1] & digits[2] & line_start[2]
-    for word in _ABBREVIATIONS:
+    for word in ABBREVIATIONS:
         match = ~_is_word(before(len(word) + 2))
         for j, char in enumerate(reversed(word)):
             match &= before(j + 2) == ord(char)
