@@ -20,7 +20,8 @@ _END = -1
 class ScriptedGenerator(GreedyLoop):
     """Answers every prompt with `reply(prompt)` (a string, or a function of the prompt),
     one word or space per token, each with log-probability `answer_logprob`; a scored
-    continuation gets `continuation_logprob` per token. `prompts` records what it read."""
+    continuation gets `continuation_logprob` per token, or `scores(prompt, text)` when
+    given. `prompts` records what it read."""
 
     scores_continuations = True
 
@@ -32,6 +33,7 @@ class ScriptedGenerator(GreedyLoop):
         continuation_logprob: float = -3.0,
         preset: str | None = None,
         context_window: int = 4096,
+        scores: Callable[[str, str], float] | None = None,
     ) -> None:
         super().__init__()
         self.name = "scripted"
@@ -44,6 +46,7 @@ class ScriptedGenerator(GreedyLoop):
         self._reply = reply if callable(reply) else (lambda _prompt: reply)
         self._answer_lp = answer_logprob
         self._continuation_lp = continuation_logprob
+        self._scores = scores
         self._vocab: dict[str, int] = {}
         self._words: list[str] = []
         self._script: list[int] = []
@@ -100,4 +103,5 @@ class ScriptedGenerator(GreedyLoop):
         return "".join(self._words[i] for i in ids)
 
     def _score_continuation(self, text: str, logits: Any, n_prompt: int) -> tuple[float, ...]:
-        return tuple(self._continuation_lp for _ in _PIECES.findall(text))
+        lp = self._continuation_lp if self._scores is None else self._scores(self.prompts[-1], text)
+        return tuple(lp for _ in _PIECES.findall(text))

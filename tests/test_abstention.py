@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,9 @@ BARS = Thresholds(
         ),
         ({"coverage": 0.4, "model_abstained": 1.0, "no_answer": -9.0}, "model"),
         ({"coverage": 0.4, "model_abstained": 0.0, "verify": -0.6, "no_answer": -9.0}, "verify"),
+        # a yes/no question: neither verdict borne out, or one of them
+        ({"coverage": 0.4, "yes_no": 1.0, "verify_yes": -0.7, "verify_no": -0.6}, "verify"),
+        ({"coverage": 0.4, "yes_no": 1.0, "verify_yes": -0.7, "verify_no": 0.4}, "answered"),
         (
             {"coverage": 0.4, "model_abstained": 0.0, "copied_example": 1.0, "verify": 2.0},
             "example",
@@ -250,6 +254,55 @@ def test_copied_example_needs_the_examples_words_and_no_passage_holding_them() -
     assert not copied_example("his brother's boat", examples, ["He took his brother's boat."])
     assert not copied_example("his father", examples, play)
     assert not copied_example("he", examples, play)  # too short to tell
+
+
+def _judge(says: str) -> Callable[[str, str], float]:
+    """A scripted yes/no check that bears out the proposed answer `says` only."""
+
+    def scores(prompt: str, verdict: str) -> float:
+        proposed = prompt.rsplit("Proposed answer:", 1)[-1].split()[0]
+        agrees = verdict.lower() == ("yes" if proposed == says else "no")
+        return -0.1 if agrees else -3.0
+
+    return scores
+
+
+def test_a_yes_no_question_gets_the_checks_verdict_and_the_sentence(retriever) -> None:
+    """Nothing is generated: the verdict is the better scored of "Yes" and "No" (qwen1.5b
+    bars), the sentence the best ranked one, quoted with its citation."""
+    policy = AnswerPolicy(thresholds=PRESET_THRESHOLDS["qwen1.5b"])
+    generator = ScriptedGenerator("Yes [1].", scores=_judge("No"))
+    shown: list[str] = []
+    result = answer(
+        "Is the foghorn still in use?", retriever, generator, policy=policy, on_text=shown.append
+    )
+    assert not result.abstained and result.decided_by == "answered"
+    assert result.text.startswith('No — "The foghorn was switched off for good in 1987')
+    assert result.text.endswith('" [gull-point.pdf p.3]') and "".join(shown) == result.text
+    assert result.signals["verify_no"] > 0.3 > result.signals["verify_yes"]
+    assert result.timings.gen_tokens == 0
+    (citation,) = result.citations
+    assert "switched off for good" in result.passages[citation.number - 1].text
+    assert [p.count("Proposed answer:") for p in generator.prompts] == [3, 3]  # 2 examples
+    agreed = answer(
+        "Was the light first lit in 1871?",
+        retriever,
+        ScriptedGenerator("", scores=_judge("Yes")),
+        policy=policy,
+    )
+    assert agreed.text.startswith('Yes — "The light was first lit on 14 October 1871."')
+    # Neither verdict borne out: the check's bar refuses it.
+    unsure = answer("Is the foghorn still in use?", retriever, ScriptedGenerator(""), policy=policy)
+    assert unsure.abstained and unsure.decided_by == "verify" and unsure.text == ABSTAIN
+
+
+def test_a_yes_no_question_without_a_calibrated_check_gets_the_sentence_alone(
+    retriever,
+) -> None:
+    generator = ScriptedGenerator("Yes [1].", preset="qwen0.5b")
+    result = answer("Is the foghorn still in use?", retriever, generator)
+    assert result.text.startswith('The documents say: "The foghorn was switched off')
+    assert generator.prompts == [] and not result.abstained
 
 
 def test_an_unsure_answer_is_replaced_by_the_no_answer_rule(retriever) -> None:

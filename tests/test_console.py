@@ -301,6 +301,9 @@ def test_ask_timing_line_of_an_abstention_before_the_model() -> None:
     assert timing_line(named).startswith("retrieve 0.01s · the documents never mention")
     answered = Answer("q", "a", False, (), (), Timings(0.0, 0.01, 0.4, 3.0, 100, 5, 10.0))
     assert "5 tokens at 10.0 tok/s" in timing_line(answered)
+    # a yes/no verdict: scored, nothing generated
+    verdict = Answer("q", "Yes — ...", False, (), (), Timings(0.0, 0.01, None, 2.0, 90, 0, 0.0))
+    assert timing_line(verdict) == "0 passages · retrieve 0.01s, total 2.0s"
 
 
 def test_tab_completes_a_command_then_index_names() -> None:

@@ -303,12 +303,26 @@ def test_verify_prompt_shows_a_yes_and_a_no_then_the_case() -> None:
         ("Who built it? When was it lit?", "explain"),
         ("Along with diesel engines, what engines replaced steam?", "lookup"),
         ("In 1942, what was North Fresno called?", "lookup"),
+        # yes/no questions (qa._answer_yes_no; an explanation where that can't run)
+        ("Was the lighthouse automated?", "explain"),
+        ("Didn't the keepers have a dog", "explain"),
+        ("Is the packet header long", "explain"),
+        ("Where is the island?", "lookup"),
+        ("Island of Islay: who lived there?", "lookup"),
     ],
 )
 def test_question_kind(question: str, kind: str) -> None:
     from ragchat.answer.prompts import question_kind
 
     assert question_kind(question) == kind
+
+
+def test_yes_no_questions_begin_with_an_auxiliary_verb() -> None:
+    from ragchat.answer.prompts import yes_no_question
+
+    asks = ["Was it lit in 1871?", "  did anyone die?", "Has it been rebuilt?", "Can I visit?"]
+    assert all(map(yes_no_question, asks))
+    assert not any(map(yes_no_question, ["Who built it?", "Island life?", "Hashimoto's?", ""]))
 
 
 def test_clean_answer_keeps_whole_sentences_of_an_explanation() -> None:

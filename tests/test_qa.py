@@ -287,3 +287,36 @@ def test_loaded_models_know_their_preset(smollm2, tmp_path: Path, model_cache: P
     by_path = load_generator(str(packaged_files(PRESETS["smollm2"])[0]), settings)
     assert by_path.preset == "smollm2"  # a path to the preset's GGUF: the preset's thresholds
     assert policy_for(settings, by_path).thresholds == thresholds_for("smollm2")
+
+
+@pytest.fixture(scope="module")
+def qwen15(model_cache: Path):
+    """The default model, qwen1.5b."""
+    return load_generator("qwen1.5b", load_settings({"cache_dir": model_cache, "threads": 2}))
+
+
+@pytest.mark.parametrize(
+    ("question", "verdict"),
+    [
+        ("Was the light first lit in 1871?", "Yes"),
+        ("Were the keepers awarded medals?", "Yes"),
+        ("Is the foghorn still in use?", "No"),
+        ("Was the fog bell easy to hear?", "No"),
+    ],
+)
+def test_the_default_model_settles_yes_no_questions(
+    question: str, verdict: str, sample_index: Path, qwen15, model_cache: Path
+) -> None:
+    """The real path of qa._answer_yes_no with the default model (qwen1.5b): its scores of
+    "Yes" and "No" give the verdict (writing the answer, it began "Yes" to all four), and
+    the sentence quoted is the sample's own (bench/sample_yesno.jsonl has 16 such)."""
+    settings = load_settings({"cache_dir": model_cache})
+    retriever = open_retriever(sample_index, settings)
+    result = answer(question, retriever, qwen15, policy=policy_for(settings, qwen15))
+    retriever.close()
+    assert not result.abstained, result.signals
+    assert result.text.startswith(f'{verdict} — "') and result.citations
+    quoted = result.text.split('"')[1]
+    cited = result.passages[result.citations[0].number - 1]
+    assert quoted in " ".join(cited.text.split())
+    assert result.timings.gen_tokens == 0

@@ -311,9 +311,10 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
     `passages`, `coverage`, `unknown_names`, `dense_top`, `passage_coverage`, `script`,
     `sentence_top`) and after it (`model_abstained`: 1.0 when the model's answer is empty
     or says the documents don't hold it; `copied_example`: 1.0 when a lookup's answer
-    comes from the prompt's worked example, not the passages; `verify`; `answer_coverage`
-    and `no_answer`, not for `explain` or `script` answers nor for a question in a
-    non-Latin script, `latin` < 0.5).
+    comes from the prompt's worked example, not the passages; `verify`, and for a yes/no
+    question `verify_yes` and `verify_no`; `answer_coverage` and `no_answer`, not for
+    `explain` or `script` answers nor for a question in a non-Latin script, `latin` <
+    0.5).
 
     Pure: the bench rescoring recorded signals calls it too."""
     if signals.get("passages", 1) <= 0:
@@ -337,6 +338,15 @@ def decide(signals: Mapping[str, float], thresholds: Thresholds) -> Decision:
         return Decision(True, "example")
     verify = signals.get("verify")
     if verify is not None and thresholds.verify is not None and verify < thresholds.verify:
+        return Decision(True, "verify")
+    # A yes/no question (qa.yes_no_verdict): neither "Yes" nor "No" is borne out.
+    yes, no = signals.get("verify_yes"), signals.get("verify_no")
+    if (
+        yes is not None
+        and no is not None
+        and thresholds.verify is not None
+        and max(yes, no) < thresholds.verify
+    ):
         return Decision(True, "verify")
     # The no-answer score and the answer's coverage are calibrated on short extracted
     # spans: an explanation's, or a script's answer in the reader's own words, is not

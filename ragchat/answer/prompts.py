@@ -88,12 +88,30 @@ _EXPLAIN = re.compile(
 _TWO_QUESTIONS = re.compile(r"\band\s+(?:who|what|when|where|which|whom|whose|how|why)\b", re.I)
 
 
+# A question that asks yes or no ("Was the light automated?", "Did anyone die?"). As a
+# lookup, the model's "Yes" is a word no passage holds, and the answer-coverage rule
+# refused every one. qa.py answers it with the sentence that bears on it and the verdict
+# from the model's scores (qa._answer_yes_no); it is an explanation where that can't run.
+_YES_NO = re.compile(
+    r"^\W*(?:is|are|was|were|am|do|does|did|can|could|will|would|shall|should|may|might|"
+    r"must|has|have|had)(?:n't)?\b",
+    re.IGNORECASE,
+)
+
+
+def yes_no_question(question: str) -> bool:
+    """Whether `question` asks yes or no: it begins with an auxiliary verb ("Is", "Did",
+    "Has", "Can", "Wasn't" ...)."""
+    return bool(_YES_NO.match(question))
+
+
 def question_kind(question: str) -> QuestionKind:
     """ "explain" for questions that ask to describe, explain, compare, summarise, list, or
-    ask why / how, and for two questions asked as one; "lookup" for the rest (who, when,
-    how many, what is the name ...)."""
+    ask why / how, for two questions asked as one and for yes/no questions; "lookup" for
+    the rest (who, when, how many, what is the name ...)."""
     two = _TWO_QUESTIONS.search(question) or question.count("?") > 1
-    return "explain" if two or _EXPLAIN.search(question) else "lookup"
+    explain = two or _EXPLAIN.search(question) or yes_no_question(question)
+    return "explain" if explain else "lookup"
 
 
 EXPLAIN_SYSTEM_PROMPT = (

@@ -230,7 +230,9 @@ def timing_line(answer: Answer) -> str:
     if early := before_the_model(answer):
         return f"retrieve {t.retrieve_s:.2f}s · {early}"
     first = f"first token {t.first_token_s:.1f}s, " if t.first_token_s is not None else ""
+    # A yes/no verdict is scored, not written: no tokens to speak of.
+    tokens = f" · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s" if t.gen_tokens else ""
     return (
         f"{plural(len(answer.passages), 'passage')} · retrieve {t.retrieve_s:.2f}s, {first}"
-        f"total {t.total_s:.1f}s · {t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s"
+        f"total {t.total_s:.1f}s{tokens}"
     )

@@ -641,7 +641,8 @@ def timing_line(result: Answer, waited_for: Sequence[str] = ("the model",)) -> s
     if t.first_token_s is not None:
         parts.append(f"first token {t.first_token_s:.2f}s")
     parts.append(f"total {t.total_s:.1f}s")
-    parts.append(f"{t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s")
+    if t.gen_tokens:  # a yes/no verdict is scored, not written
+        parts.append(f"{t.gen_tokens} tokens at {t.tok_per_s:.1f} tok/s")
     return " · ".join(parts)
 
 
