@@ -55,21 +55,20 @@ def story_passages(
     question = np.asarray(embedder.embed([query], kind="query"))[0]
     scores = vectors[rows] @ question
     best = sorted(np.argsort(-scores, kind="stable")[:n].tolist(), key=lambda i: rows[i])
-    out = []
-    for i in best:
-        s = summaries[rows[i]]
-        out.append(
-            Passage(
-                chunk_id=_FIRST_ID - rows[i],
-                doc=s.doc,
-                path=s.path,
-                page=s.page_start,
-                page_end=s.page_end,
-                score=round(float(scores[i]), 4),
-                text=f"Summary of these pages: {s.text}",
-            )
-        )
-    return out
+    return [summary_passage(summaries[rows[i]], rows[i], round(float(scores[i]), 4)) for i in best]
+
+
+def summary_passage(summary: Summary, number: int, score: float = 1.0) -> Passage:
+    """The `number`-th summary of an index as a passage the reader is given (is_summary)."""
+    return Passage(
+        chunk_id=_FIRST_ID - number,
+        doc=summary.doc,
+        path=summary.path,
+        page=summary.page_start,
+        page_end=summary.page_end,
+        score=score,
+        text=f"Summary of these pages: {summary.text}",
+    )
 
 
 def is_summary(passage: Passage) -> bool:

@@ -471,6 +471,11 @@ class IndexStore:
             self._sources_generation = generation
         return self._source_table
 
+    def source_chunk_ids(self, source_id: int) -> np.ndarray:
+        """The chunk ids of one document, in order (committed state)."""
+        table = self._chunk_source_table()
+        return table[table[:, 1] == source_id, 0] if len(table) else np.empty(0, np.int64)
+
     def source_texts(self, source_id: int) -> list[str]:
         """The chunk texts of one document, in order."""
         rows = self._db.execute(
