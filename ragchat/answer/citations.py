@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ragchat.answer.focus import split_sentences
+from ragchat.index.lexical import tokenize
 from ragchat.records import Passage
 
 # A citation as the model writes it ([1], [1, 2]) or as rendered ([file.pdf p.3–4]).
@@ -112,6 +114,46 @@ def _numbers(group: str) -> list[int]:
         elif piece.strip().isdigit():
             numbers.append(int(piece))
     return numbers
+
+
+def cite_uncited(
+    answer_text: str, passages: Sequence[Passage], share: float = 0.5, most: int = 3
+) -> str:
+    """`answer_text` with a marker added to each sentence that has none: `[n]` for the
+    passage that holds most of its content words, `[n, m]` for the fewest passages (at
+    most `most`) that together hold at least `share` of them; a sentence no passages bear
+    out stays uncited. A small model asked to cite every sentence of a summary sometimes
+    cites none, and a summary's sentence often joins facts from two places."""
+    vocabularies = [set(tokenize(p.text, stopwords=True)) for p in passages]
+    out = []
+    for sentence in split_sentences(answer_text):
+        words = set(tokenize(sentence, stopwords=True))
+        numbers = [] if _MARKER.search(sentence) else _bearing_out(words, vocabularies, share, most)
+        if not numbers:
+            out.append(sentence)
+            continue
+        body, end = (sentence[:-1], sentence[-1]) if sentence[-1] in ".!?" else (sentence, "")
+        out.append(f"{body} [{', '.join(map(str, numbers))}]{end}")
+    return " ".join(out)
+
+
+def _bearing_out(
+    words: set[str], vocabularies: Sequence[set[str]], share: float, most: int
+) -> list[int]:
+    """The 1-based numbers of the fewest vocabularies (greedily, at most `most`) that
+    together hold `share` of `words`, in passage order; none when they cannot."""
+    chosen: list[int] = []
+    held: set[str] = set()
+    while words and len(chosen) < most and len(held) < share * len(words):
+        gains = [
+            len((words & v) - held) if n not in chosen else 0 for n, v in enumerate(vocabularies)
+        ]
+        best = max(range(len(gains)), key=gains.__getitem__, default=None)
+        if best is None or gains[best] == 0:
+            return []
+        chosen.append(best)
+        held |= words & vocabularies[best]
+    return sorted(n + 1 for n in chosen) if words and len(held) >= share * len(words) else []
 
 
 def render_citations(
