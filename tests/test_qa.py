@@ -320,3 +320,21 @@ def test_the_default_model_settles_yes_no_questions(
     cited = result.passages[result.citations[0].number - 1]
     assert quoted in " ".join(cited.text.split())
     assert result.timings.gen_tokens == 0
+
+
+def test_the_default_model_summarises_the_whole_document(
+    sample_index: Path, qwen15, model_cache: Path
+) -> None:
+    """ "Summarize the document." was refused before ("document" occurs in no chunk). The
+    default model now reads passages spread over the sample, first page to last, and
+    answers in cited sentences (overview.py)."""
+    settings = load_settings({"cache_dir": model_cache})
+    retriever = open_retriever(sample_index, settings)
+    result = answer(
+        "Summarize the document.", retriever, qwen15, policy=policy_for(settings, qwen15)
+    )
+    retriever.close()
+    assert not result.abstained and result.signals["overview"] == 1.0
+    assert result.passages[0].page == 1 and result.passages[-1].page_end == 3
+    assert "[gull-point.pdf p." in result.text and result.text.count(".") >= 2
+    assert "light" in result.text.lower()

@@ -28,9 +28,16 @@ from ragchat.answer.abstention import (
     thresholds_for,
     verify_margin,
 )
-from ragchat.answer.citations import Citation, CitationStream, render_citations, strip_citations
+from ragchat.answer.citations import (
+    Citation,
+    CitationStream,
+    cite_uncited,
+    render_citations,
+    strip_citations,
+)
 from ragchat.answer.focus import Ranking, focus_passages, rank_units
 from ragchat.answer.followup import standalone
+from ragchat.answer.overview import MAX_SOURCES, document_list, overview_passages, overview_sources
 from ragchat.answer.prompts import (
     MAX_SENTENCES,
     VERIFY_NO,
@@ -54,7 +61,7 @@ from ragchat.records import Passage
 if TYPE_CHECKING:
     from ragchat.config import Settings
     from ragchat.generation.base import Generator
-    from ragchat.index.store import IndexStore
+    from ragchat.index.store import IndexStore, SourceRecord
     from ragchat.retrieval.retriever import Retriever
 
 
@@ -175,11 +182,25 @@ def answer(
     condensed = time.perf_counter()
     if on_query is not None:
         on_query(query)
-    retrieved, evidence = retriever.search_with_evidence(query, k)
+    store = getattr(retriever, "store", None)
+    # "Summarize the document.": about the documents as a whole, so no passage matches it
+    # by its words; it is read from passages spread over them (overview.py).
+    asked = None
+    if store is not None:
+        asked = overview_sources(query, [s for s in store.sources() if s.chunks])
+    if asked is not None and len(asked) > MAX_SOURCES:
+        listed = time.perf_counter() - condensed
+        return _document_list(question, query, asked, load_s, listed, on_text)
+    if asked is not None:
+        assert store is not None
+        retrieved, evidence = _overview(asked, store, generator, policy, max_new_tokens), {}
+    else:
+        retrieved, evidence = retriever.search_with_evidence(query, k)
     retrieve_s = time.perf_counter() - condensed
     signals: dict[str, float] = {"passages": float(len(retrieved)), **evidence}
-    store = getattr(retriever, "store", None)
-    if store is not None and retrieved:
+    if asked is not None:
+        signals["overview"] = 1.0
+    elif store is not None and retrieved:
         lexical = store.lexical_index()
         respelled = lexical.respellings(query)  # misspelt names, as the index spells them
         unknown = lexical.unknown_names(query)
@@ -188,18 +209,18 @@ def answer(
     # Most of the passages laid out as a play or screenplay, or taken from one: read as
     # speeches (a play's long prose stage directions are still the play's), and judged
     # off-topic by a script's bars.
-    script = reads_as_script(retriever, retrieved)
+    script = asked is None and reads_as_script(retriever, retrieved)
     signals["script"] = float(script)
     verdict = decide(signals, thresholds)
     if verdict.abstain:
         return _abstain(question, query, retrieve_s, load_s, on_text, retrieved, signals, verdict)
 
-    kind = question_kind(query)
+    kind = "explain" if asked is not None else question_kind(query)
     scoring = bool(getattr(generator, "scores_continuations", False))
     # A yes/no question is answered with the sentence that bears on it, and the verdict
     # from the model's scores where its check is calibrated (_answer_yes_no).
-    yes_no = yes_no_question(query)
-    sentences = policy.focus_sentences
+    yes_no = asked is None and yes_no_question(query)
+    sentences = 0 if asked is not None else policy.focus_sentences
     if kind == "explain" and not yes_no:
         sentences = policy.explain_sentences
     if script:
@@ -267,8 +288,10 @@ def answer(
         script=script,
     )
     # A lookup is a few tokens: it is shown once decided, so a guess is never shown and
-    # then withdrawn. An explanation streams as it is written.
-    stream = CitationStream(prompt.passages, on_text) if on_text and kind == "explain" else None
+    # then withdrawn. An explanation streams as it is written; an overview is shown once
+    # each of its sentences is cited (cite_uncited).
+    streams = on_text and kind == "explain" and asked is None
+    stream = CitationStream(prompt.passages, on_text) if streams else None
     pieces: list[str] = []
     gen_started = time.perf_counter()
     first_token_s: float | None = None
@@ -295,6 +318,8 @@ def answer(
         stream.close()
     raw = "".join(pieces).strip()
     cleaned = clean_answer(raw, kind)
+    if asked is not None and not is_abstention(cleaned):
+        cleaned = cite_uncited(cleaned, prompt.passages)
     text, citations = render_citations(cleaned, prompt.passages)
     if kind == "lookup" and cleaned and not is_abstention(cleaned):
         # A small model often cites the wrong passage number ("China [2]" read from [1]):
@@ -454,6 +479,57 @@ def _answer_yes_no(
         retrieved=tuple(retrieved),
         signals=signals,
         decided_by=verdict.rule,
+    )
+
+
+def _overview(
+    sources: Sequence[SourceRecord],
+    store: IndexStore,
+    generator: Generator,
+    policy: AnswerPolicy,
+    max_new_tokens: int,
+) -> list[Passage]:
+    """Passages spread over `sources` (overview.overview_passages), as many as an
+    explanation's prompt holds."""
+    budget = min(generator.context_window - max_new_tokens - 16, policy.max_prompt_tokens)
+
+    def fits(candidates: Sequence[Passage]) -> Sequence[Passage]:
+        prompt = build_rag_prompt(
+            "Summarize the documents.",
+            candidates,
+            fmt=generator.prompt_format,
+            count_tokens=generator.count_tokens,
+            budget_tokens=budget,
+            kind="explain",
+        )
+        return prompt.passages
+
+    return overview_passages(store, sources, fits)
+
+
+def _document_list(
+    question: str,
+    query: str,
+    sources: Sequence[SourceRecord],
+    load_s: float,
+    retrieve_s: float,
+    on_text: Callable[[str], None] | None,
+) -> Answer:
+    """An index of many documents asked to summarise them all: what it holds, and how to
+    ask about one (nothing generated)."""
+    text = document_list(sources)
+    if on_text:
+        on_text(text)
+    return Answer(
+        question=question,
+        text=text,
+        abstained=False,
+        citations=(),
+        passages=(),
+        timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
+        standalone_question=query,
+        raw_text=text,
+        signals={"overview": 1.0, "sources": float(len(sources))},
     )
 
 
