@@ -517,20 +517,9 @@ def _document_list(
 ) -> Answer:
     """An index of many documents asked to summarise them all: what it holds, and how to
     ask about one (nothing generated)."""
+    signals = {"overview": 1.0, "sources": float(len(sources))}
     text = document_list(sources)
-    if on_text:
-        on_text(text)
-    return Answer(
-        question=question,
-        text=text,
-        abstained=False,
-        citations=(),
-        passages=(),
-        timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
-        standalone_question=query,
-        raw_text=text,
-        signals={"overview": 1.0, "sources": float(len(sources))},
-    )
+    return _without_model(question, query, text, load_s, retrieve_s, on_text, signals=signals)
 
 
 def _sources(store: IndexStore, passages: Sequence[Passage]) -> list[int]:
@@ -616,17 +605,44 @@ def _abstain(
     verdict: Decision,
 ) -> Answer:
     """The answer when the retrieval signals decide before the model runs."""
+    return _without_model(
+        question,
+        query,
+        ABSTAIN,
+        load_s,
+        retrieve_s,
+        on_text,
+        signals=signals,
+        retrieved=retrieved,
+        decided_by=verdict.rule,
+    )
+
+
+def _without_model(
+    question: str,
+    query: str,
+    text: str,
+    load_s: float,
+    retrieve_s: float,
+    on_text: Callable[[str], None] | None,
+    *,
+    signals: dict[str, float],
+    retrieved: Sequence[Passage] = (),
+    decided_by: str = "answered",
+) -> Answer:
+    """An answer settled before any model runs: `text` as it is, nothing generated; an
+    abstention when `text` is the fixed sentence."""
     if on_text:
-        on_text(ABSTAIN)
+        on_text(text)
     return Answer(
         question=question,
-        text=ABSTAIN,
-        abstained=True,
+        text=text,
+        abstained=text == ABSTAIN,
         citations=(),
         passages=(),
         timings=Timings(load_s, retrieve_s, None, retrieve_s, 0, 0, 0.0),
         standalone_question=query,
         retrieved=tuple(retrieved),
         signals=signals,
-        decided_by=verdict.rule,
+        decided_by=decided_by,
     )
