@@ -20,6 +20,7 @@ from ragchat.answer.abstention import (
     PRESET_THRESHOLDS,
     RULES,
     Thresholds,
+    answer_coverage,
     decide,
     latin_share,
     thresholds_for,
@@ -28,6 +29,7 @@ from ragchat.answer.prompts import copied_example, example_texts
 from ragchat.answer.qa import AnswerPolicy, answer, policy_for
 from ragchat.config import load_settings
 from ragchat.ingest.pipeline import ingest
+from ragchat.records import Passage
 from ragchat.retrieval.retriever import open_retriever
 from ragchat.weights import PRESETS, packaged_files, preset_for
 
@@ -97,6 +99,24 @@ def test_decide_applies_the_rules_in_order(signals: dict[str, float], rule: str)
     assert verdict.rule == rule
     assert verdict.abstain == (rule != "answered")
     assert rule == "answered" or rule in RULES
+
+
+def test_answer_coverage_reads_the_sentence_the_answer_comes_from() -> None:
+    def passage(text: str) -> Passage:
+        return Passage(1, "gull-point.pdf", "gull-point.pdf", 3, 3, 1.0, text)
+
+    text = "The tower is open on summer weekends. The climb to the gallery is 112 steps."
+    flat = {"passages": [passage(text)], "idf": lambda term: 1.0}
+    assert answer_coverage("When is the tower open?", "summer weekends", **flat) == 1.0
+    # An answer that repeats the question's words is held to the others: "112 steps" gets
+    # nothing for "steps", and the sentence has neither "top" nor "many". Counting the
+    # repeated words (stop 31) answered 3 more of the acceptance slice's 30 SQuAD 2.0
+    # unanswerables ("antimicrobial peptides called defensins"): not adopted.
+    asked = "How many steps to the top?"
+    assert answer_coverage(asked, "112", **flat) == pytest.approx(1 / 3)
+    assert answer_coverage(asked, "112 steps", **flat) == 0.0
+    # No sentence holds the answer: it was not read there.
+    assert answer_coverage("How many steps to the top?", "120 steps", **flat) == 0.0
 
 
 def test_a_rule_that_is_off_never_fires() -> None:

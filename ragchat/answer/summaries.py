@@ -81,7 +81,9 @@ def summary_prompt(section: Section, generator: Generator) -> str:
 
 
 _LEAD_IN = re.compile(
-    r"\s(?:here(?:'s| is) )?(?:a )?summary of (?:what happens|the events)\s*:", re.I
+    r"\s(?:(?:here(?:'s| is) )?(?:a )?summary of (?:what happens|the (?:key )?events)"
+    r"|the following events (?:occur|take place|happen))\s*:",
+    re.I,
 )
 _LIST_MARK = re.compile(r"^(?:\d{1,2}[.)]|[-*•])\s+")
 _INLINE_NUMBER = re.compile(r"(?<=[.:!?])\s+\d{1,2}[.)]\s+")
@@ -89,8 +91,8 @@ _INLINE_NUMBER = re.compile(r"(?<=[.:!?])\s+\d{1,2}[.)]\s+")
 
 def clean_summary(raw: str) -> str:
     """The summary on one line, without a lead-in ("In this part of the play, ", "Here is
-    a summary of what happens:"), list marks ("1.", "-") nor a sentence cut off by the
-    token limit, at most SUMMARY_SENTENCES sentences."""
+    a summary of what happens:", "The following events occur:"), list marks ("1.", "-")
+    nor a sentence cut off by the token limit, at most SUMMARY_SENTENCES sentences."""
     lines = (_LIST_MARK.sub("", line.strip()) for line in raw.replace("**", "").splitlines())
     text = _INLINE_NUMBER.sub(" ", _LEAD_IN.sub(" ", " " + " ".join(lines)))
     text = " ".join(text.split())
