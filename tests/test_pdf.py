@@ -19,6 +19,8 @@ from ragchat.ingest.pdf import (
     extract_document,
     extract_document_inprocess,
     normalise_pages,
+    order_by_cost,
+    probe_costs,
     remove_running_lines,
     text_problem,
 )
@@ -72,6 +74,34 @@ def test_text_pages_are_1_based_and_empty_pages_left_out(tmp_path: Path) -> None
 def test_inprocess_gives_the_same_document(tmp_path: Path) -> None:
     path = make_pdf([PROSE, "page two"], tmp_path / "a.pdf")
     assert extract_document_inprocess(path) == extract_document(path)
+
+
+def test_the_extractor_probe_counts_only_its_own_threads_time(tmp_path: Path) -> None:
+    """Two busy threads in the process (a model's pool, in the console or a test run) do
+    not make a plain page look slow: pypdf stays first every time (stop 31: measured in
+    the process's CPU time, it once did not)."""
+    import threading
+
+    import numpy as np
+
+    path = make_pdf([PROSE], tmp_path / "plain.pdf")
+    stop = threading.Event()
+
+    def busy() -> None:
+        a = np.random.default_rng(0).random((300, 300))
+        while not stop.is_set():
+            a @ a  # numpy lets go of the GIL: this thread's CPU time is the process's
+
+    threads = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        orders = {tuple(order_by_cost(probe_costs(path))) for _ in range(50)}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert orders == {("pypdf", "pdfium")}
 
 
 def test_not_a_pdf_is_skipped(tmp_path: Path) -> None:
